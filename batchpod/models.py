@@ -1,0 +1,112 @@
+"""Value objects shared by the manifest, the runner and the results: what a job *is*.
+
+Everything here is frozen and validated on construction; nothing here does I/O. Money is
+integer cents, durations float seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class Mode(StrEnum):
+    """AudioPod separation modes, spelled as the submit endpoint accepts them."""
+
+    SINGLE = "single"
+    TWO = "two"
+    FOUR = "four"
+    SIX = "six"
+    PRODUCER = "producer"
+    STUDIO = "studio"
+    MASTERING = "mastering"
+
+
+class Stem(StrEnum):
+    """The stems a ``single``-mode job may isolate."""
+
+    VOCALS = "vocals"
+    DRUMS = "drums"
+    BASS = "bass"
+    GUITAR = "guitar"
+    PIANO = "piano"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
+    """Where a song comes from: exactly one of a URL or a local file.
+
+    ``file`` is absolute (resolved against the manifest's folder when loaded).
+    """
+
+    url: str | None = None
+    file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.file is None):
+            raise ValueError("a Source needs exactly one of url or file")
+        if self.file is not None and not self.file.is_absolute():
+            raise ValueError(f"Source.file must be absolute, got {self.file}")
+
+    @property
+    def kind(self) -> str:
+        """``"url"`` or ``"file"``."""
+        return "url" if self.url is not None else "file"
+
+    def __str__(self) -> str:
+        return self.url if self.url is not None else str(self.file)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One song to separate in one mode, as the manifest asks for it.
+
+    ``line`` is where the job starts in the manifest (1-based); it is for messages only and
+    does not take part in equality.
+    """
+
+    name: str
+    source: Source
+    mode: Mode
+    stem: Stem | None = None
+    duration_s: float | None = None
+    line: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a Job needs a name")
+        if (self.mode is Mode.SINGLE) != (self.stem is not None):
+            raise ValueError("stem is required for mode single and only for it")
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise ValueError(f"duration must be positive, got {self.duration_s}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    """Spending limits for one run, in integer cents; ``None`` means no limit."""
+
+    max_spend_cents: int | None = None
+    keep_balance_cents: int | None = None
+
+    def __post_init__(self) -> None:
+        for value in (self.max_spend_cents, self.keep_balance_cents):
+            if value is not None and value < 0:
+                raise ValueError(f"budget limits must not be negative, got {value}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    """A validated manifest: everything a run needs to know about the work."""
+
+    path: Path
+    version: int
+    output_dir: Path
+    concurrency: int
+    budget: Budget
+    jobs: tuple[Job, ...]
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
