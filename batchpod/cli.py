@@ -14,7 +14,8 @@ from enum import IntEnum
 from typing import TextIO
 
 from batchpod import __version__
-from batchpod.errors import BatchpodError, ManifestError
+from batchpod import sandbox as sandbox_api
+from batchpod.errors import BatchpodError, ConfigError, ManifestError
 from batchpod.manifest import check_manifest
 
 
@@ -52,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
     validate.set_defaults(handler=_cmd_validate)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="serve a local AudioPod API for trying batchpod without an account",
+        description=(
+            "Serve the sandbox, a local AudioPod API with a ready key and wallet, on "
+            "loopback. It prints the base URL and the key to use; Ctrl-C stops it."
+        ),
+    )
+    sandbox_api.add_arguments(sandbox)
+    sandbox.set_defaults(handler=_cmd_sandbox)
     return parser
 
 
@@ -95,4 +107,21 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     files = len(manifest.jobs) - urls
     jobs = "job" if len(manifest.jobs) == 1 else "jobs"
     print(f"ok: {len(manifest.jobs)} {jobs}, {urls} URL, {files} files", file=out)
+    return ExitCode.OK
+
+
+def _cmd_sandbox(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        settings = sandbox_api.settings_from_args(args)
+    except ValueError as exc:
+        raise ConfigError(f"sandbox: {exc}") from exc
+    try:
+        sandbox_api.serve_forever(
+            settings, args.host, args.port, out=out, allow_remote=args.allow_remote
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot serve the sandbox on {args.host}:{args.port}: {reason}") from exc
+    except ValueError as exc:  # a non-loopback host without --allow-remote
+        raise ConfigError(f"sandbox: {exc}") from exc
     return ExitCode.OK

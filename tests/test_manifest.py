@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from batchpod.cli import main
 from batchpod.errors import ManifestError, Problem
 from batchpod.manifest import (
     DEFAULT_CONCURRENCY,
@@ -345,10 +347,6 @@ def test_many_mistakes_all_reported_with_their_lines(tmp_path: Path, song: Path)
             stem: bass
         """,
     )
-    from batchpod.cli import main
-
-    import io
-
     out, err = io.StringIO(), io.StringIO()
     code = main(["validate", str(path)], stdout=out, stderr=err)
     assert code == 2

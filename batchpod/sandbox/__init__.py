@@ -1,0 +1,79 @@
+"""The sandbox: a local AudioPod API for trying batchpod, for its tests and for benchmarks.
+
+It owns an independent implementation of the stem-extraction and API-wallet wire contract in
+../shared/audiopod-api.md, served at the root of an aiohttp application, with knobs for the
+real service's failures. It imports nothing from the rest of batchpod, so a mistake in the
+client's models cannot be copied into the fake and hide.
+
+Public API::
+
+    SandboxSettings, KeySpec             knobs (frozen, validated)
+    make_app(settings, *, clock)         -> aiohttp.web.Application
+    serve(settings, *, host, port, ...)  async context manager -> SandboxHandle
+    SandboxThread(settings, ...)         the same, on its own loop in a daemon thread
+    add_arguments / settings_from_args / serve_forever   glue for `batchpod sandbox`
+
+Endpoints: ``POST /api/v1/stem-extraction/api/extract``, ``GET .../status/{id}``,
+``GET .../jobs``, ``DELETE .../jobs/{id}``, ``GET .../modes``; ``GET /api/v1/api-wallet/balance``,
+``POST .../estimate`` (no auth), ``POST .../check-balance``, ``GET .../usage``,
+``GET .../pricing`` (no auth); ``GET /health``; presigned stems under ``/media/``; and, served
+only by the sandbox to loopback clients, ``GET /_sandbox/stats`` and ``POST /_sandbox/reset``.
+
+How it differs from the real service:
+
+- Input length is not measured. A URL job lasts its ``duration`` query parameter (seconds) if
+  it has one, else a hash of the URL mapped to 2-8 minutes. An uploaded WAV is timed from its
+  header; other formats from their size at an assumed bitrate (128 kbps, FLAC 800 kbps).
+- Processing is simulated: a job is PENDING for the first quarter of its processing time and
+  PROCESSING for the rest, then COMPLETED or FAILED (failure drawn at submit from the seed).
+  States are computed from the clock when asked; nothing runs in the background.
+- Stems are short tones (16 kHz mono 16-bit WAV, `stem_bytes` of audio), served by the sandbox
+  itself under ``/media/`` with ``Expires`` and an HMAC ``Signature`` in the query string, in
+  place of S3/CDN links. Errors are S3-style XML (403 AccessDenied/SignatureDoesNotMatch, 404
+  NoSuchKey). Each status call signs fresh URLs.
+- Only the wallet pays: there is no plan-credit fallback, so a short wallet always gives 402.
+  The reservation leaves `balance_cents` at submit; `total_spent_cents` grows only when a job
+  completes and its charge is kept; the usage row is written then. Deleting an unfinished job
+  refunds it (undocumented upstream).
+- Inferred where the contract is silent: plan gating and revoked/expired keys answer 403 with a
+  `detail` naming the cause; 422 bodies are FastAPI/pydantic-style lists; an input longer than
+  the plan allows is a 400; the `single` remainder stem is `no_<stem>`; the `studio` and
+  `mastering` stem names are our choice; `jobs` and `usage` take `limit` up to 100 (422 above).
+- Sparse modes (producer/studio/mastering) omit some optional instruments per job, as the
+  real "up to N" modes do; `sparse_stems=False` returns every name.
+- Not implemented: the catalog, packages/available, extract/advanced, the legacy extract
+  endpoint, top-ups, API-key management, webhooks and JWT sessions.
+
+``stats()`` / ``GET /_sandbox/stats`` returns::
+
+    {"requests": {"POST /api/v1/stem-extraction/api/extract": 3, ...},   # method + route
+     "responses": {"200": 10, "429": 1, ...},                             # by status code
+     "submissions": {"URL/four": 2, "FILE/single/vocals": 1, ...},         # source/mode[/stem]
+     "jobs": {"created": n, "stored": n, "active": n, "peak_active": n},
+     "active_by_key": {key: n}, "peak_active_by_key": {key: n},
+     "wallets": {key: {"plan", "initial_cents", "balance_cents", "reserved_cents", "spent_cents"}},
+     "wallet_events": [{"kind": "reserve"|"charge"|"refund", "api_key", "job_id", "cents", "at"}],
+     "downloads": {"requests", "served", "bytes", "denied", "with_credentials"},
+     "injected": {"429": n, "500": n, "502": n, "503": n, "rate_limited": n, "lost_submit": n}}
+"""
+
+from __future__ import annotations
+
+from ._app import make_app
+from ._cli import add_arguments, serve_forever, settings_from_args
+from ._run import SandboxHandle, SandboxThread, serve
+from ._settings import KeySpec, SandboxSettings
+from ._state import SandboxState
+
+__all__ = [
+    "KeySpec",
+    "SandboxHandle",
+    "SandboxSettings",
+    "SandboxState",
+    "SandboxThread",
+    "add_arguments",
+    "make_app",
+    "serve",
+    "serve_forever",
+    "settings_from_args",
+]
