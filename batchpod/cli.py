@@ -8,26 +8,57 @@ library modules, so the CLI stays a thin layer over them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from enum import IntEnum
+from pathlib import Path
 from typing import TextIO
+
+import anyio
 
 from batchpod import __version__
 from batchpod import sandbox as sandbox_api
-from batchpod.errors import BatchpodError, ConfigError, ManifestError
-from batchpod.manifest import check_manifest
+from batchpod.batch import BatchOptions, RunSummary, run_batch
+from batchpod.budget import usd
+from batchpod.client import DEFAULT_BASE_URL, ApiClient
+from batchpod.errors import (
+    ApiError,
+    AuthenticationError,
+    BatchpodError,
+    ConfigError,
+    ManifestError,
+    MissingApiKey,
+    ResultsWriteError,
+)
+from batchpod.manifest import check_manifest, load_manifest
+from batchpod.models import JobStatus
+from batchpod.progress import BarReporter, LogReporter
+from batchpod.runner import Reporter, StopReason
 
 
 class ExitCode(IntEnum):
     """Exit codes of every batchpod command (documented in the README)."""
 
-    OK = 0
+    OK = 0  # every job succeeded (or, for other commands, success)
+    JOBS_FAILED = 1  # the run finished, but some jobs failed
     USAGE = 2  # a usage or manifest error: nothing was submitted
-    INTERRUPTED = 130  # Ctrl-C
+    BUDGET = 3  # stopped early: the budget or the wallet could not cover the next job
+    AUTH = 4  # no key, or AudioPod refused it
+    UNAVAILABLE = 69  # AudioPod could not be reached or answered wrongly before any work
+    IO_ERROR = 74  # the results or stems could not be written (disk full, read-only, ...)
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM
 
 
 PROG = "batchpod"
+API_KEY_ENV = "AUDIOPOD_API_KEY"
+BASE_URL_ENV = "AUDIOPOD_BASE_URL"
+# The sandbox that `--sandbox` starts: jobs take a few seconds, the wallet holds $100.
+SANDBOX_SETTINGS = sandbox_api.SandboxSettings(processing_s=(1.0, 4.0), balance_cents=10_000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +85,51 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
     validate.set_defaults(handler=_cmd_validate)
 
+    run = commands.add_parser(
+        "run",
+        help="run every job of a manifest: submit, poll, download, write results",
+        description=(
+            "Validate the manifest, then submit its jobs to AudioPod (concurrency at a time), "
+            "poll them, download every stem to output_dir/NAME/, and write a results manifest "
+            "next to the manifest. Nothing is submitted while the manifest has problems."
+        ),
+    )
+    run.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
+    _add_api_arguments(run)
+    run.add_argument(
+        "--results",
+        metavar="PATH",
+        type=Path,
+        help="where to write the results manifest (default: MANIFEST's name + .results.yaml)",
+    )
+    run.add_argument(
+        "--format",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="format of the results manifest (default: yaml)",
+    )
+    run.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=_positive_int,
+        help="jobs in flight at once, overriding the manifest's 'concurrency'",
+    )
+    run.add_argument(
+        "--no-download",
+        action="store_true",
+        help="stop at completed jobs and record their download URLs instead of downloading",
+    )
+    run.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
+    run.set_defaults(handler=_cmd_run)
+
+    balance = commands.add_parser(
+        "balance",
+        help="print the API wallet's balance",
+        description="Check the key against AudioPod and print the wallet's balance.",
+    )
+    _add_api_arguments(balance)
+    balance.set_defaults(handler=_cmd_balance)
+
     sandbox = commands.add_parser(
         "sandbox",
         help="serve a local AudioPod API for trying batchpod without an account",
@@ -65,6 +141,36 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_api.add_arguments(sandbox)
     sandbox.set_defaults(handler=_cmd_sandbox)
     return parser
+
+
+def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run against a local sandbox AudioPod started for this command (no account, "
+        "no network, nothing charged)",
+    )
+    parser.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        default=API_KEY_ENV,
+        help=f"environment variable holding the API key (default: {API_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"the AudioPod API's address (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
 
 
 def main(
@@ -79,11 +185,21 @@ def main(
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
     try:
-        code: int = args.handler(args, out, err)
+        with _logging_to(err):
+            code: int = args.handler(args, out, err)
     except ManifestError as exc:
         for problem in exc.problems:
             print(problem, file=err)
         return ExitCode.USAGE
+    except (MissingApiKey, AuthenticationError) as exc:
+        print(f"{PROG}: error: {exc}", file=err)
+        return ExitCode.AUTH
+    except ResultsWriteError as exc:
+        print(f"{PROG}: error: {exc}", file=err)
+        return ExitCode.IO_ERROR
+    except ApiError as exc:
+        print(f"{PROG}: error: AudioPod could not be used: {exc}", file=err)
+        return ExitCode.UNAVAILABLE
     except BatchpodError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return ExitCode.USAGE
@@ -124,4 +240,117 @@ def _cmd_sandbox(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise ConfigError(f"cannot serve the sandbox on {args.host}:{args.port}: {reason}") from exc
     except ValueError as exc:  # a non-loopback host without --allow-remote
         raise ConfigError(f"sandbox: {exc}") from exc
+    return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _logging_to(stream: TextIO) -> Iterator[None]:
+    """Send the batchpod logger's records to ``stream`` for the length of one command."""
+    logger = logging.getLogger(PROG)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    key = os.environ.get(args.api_key_env, "").strip()
+    if not key:
+        raise MissingApiKey(variable=args.api_key_env)
+    return key
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    url: str = args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    return url.rstrip("/")
+
+
+@contextlib.asynccontextmanager
+async def _api(args: argparse.Namespace) -> AsyncIterator[tuple[str, str]]:
+    """The (base URL, key) to use: a sandbox started for this command, or the configured API."""
+    if args.sandbox:
+        async with sandbox_api.serve(SANDBOX_SETTINGS) as sb:
+            yield sb.base_url, sb.api_key
+    else:
+        yield _base_url(args), _api_key(args)
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    manifest = load_manifest(args.manifest)  # validates first: nothing is sent on a problem
+    if not args.sandbox:
+        _api_key(args)  # a missing key is reported before anything else happens
+    bar = None
+    reporter: Reporter
+    if err.isatty() and not args.quiet:
+        bar = BarReporter(len(manifest.jobs), stream=err)
+        reporter = bar
+        logging.getLogger(PROG).setLevel(logging.WARNING)
+    else:
+        reporter = LogReporter(quiet=args.quiet)
+
+    async def go() -> RunSummary:
+        async with _api(args) as (base_url, key):
+            options = BatchOptions(
+                api_key=key,
+                base_url=base_url,
+                sandbox=args.sandbox,
+                download=not args.no_download,
+                results_path=args.results,
+                results_format=args.format,
+                concurrency=args.concurrency,
+            )
+            return await run_batch(manifest, options, reporter=reporter, exit_code_of=_exit_code)
+
+    try:
+        summary = anyio.run(go)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(_summary_line(summary), file=out)
+    if summary.stop is not None and summary.stop.reason is not StopReason.INTERRUPTED:
+        print(f"{PROG}: stopped early: {summary.stop.message}", file=err)
+    return _exit_code(summary)
+
+
+def _exit_code(summary: RunSummary) -> int:
+    stop = summary.stop
+    if stop is not None:
+        if stop.reason is StopReason.AUTH:
+            return ExitCode.AUTH
+        if stop.reason in (StopReason.BUDGET, StopReason.BALANCE):
+            return ExitCode.BUDGET
+        if stop.signal == signal.SIGTERM:
+            return ExitCode.TERMINATED
+        return ExitCode.INTERRUPTED
+    if any(not result.ok for result in summary.results):
+        return ExitCode.JOBS_FAILED
+    return ExitCode.OK
+
+
+def _summary_line(summary: RunSummary) -> str:
+    counts: dict[str, int] = {}
+    for result in summary.results:
+        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+    parts = [f"{counts[s.value]} {s.value}" for s in JobStatus if counts.get(s.value)]
+    elapsed = summary.finished_at - summary.started_at
+    return (
+        f"done: {', '.join(parts) or 'no jobs'} in {elapsed:.1f} s; "
+        f"spent {usd(summary.spent_cents)}; results: {summary.results_path}"
+    )
+
+
+def _cmd_balance(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    async def go() -> tuple[int, int | None]:
+        async with _api(args) as (base_url, key), ApiClient(base_url=base_url, api_key=key) as api:
+            balance = await api.balance()
+            return balance.balance_cents, balance.total_spent_cents
+
+    cents, spent = anyio.run(go)
+    extra = f" (spent so far {usd(spent)})" if spent is not None else ""
+    print(f"balance: {usd(cents)}{extra}", file=out)
     return ExitCode.OK

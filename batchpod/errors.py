@@ -8,15 +8,37 @@ place that turns them into messages and exit codes.
 
     BatchpodError
     ├── ManifestError         the manifest cannot be used; carries every Problem found
-    └── ConfigError           a flag, environment variable or option is unusable
+    ├── ConfigError           a flag, environment variable or option is unusable
+    └── ApiError              talking to AudioPod failed (http_status, message, body_snippet)
+        ├── AuthenticationError   401, or 403 about the key (revoked, expired): stops the run
+        ├── PermissionDenied      403 about the plan or mode: this job fails, the run goes on
+        ├── InsufficientBalance   402 (required_cents, available_cents)
+        ├── RequestRejected       400, 404, 413, 422 and other 4xx: permanent for this job
+        │   ├── JobNotFound           404 on a job's status or delete (job_id)
+        │   └── UploadFileError       the local file to upload could not be read; nothing sent
+        ├── RateLimited           429 (retry_after_s)
+        ├── ServerError           5xx and 408 (retry_after_s)
+        ├── TransportError        no usable HTTP exchange: refused, reset, DNS, TLS, timeout (sent)
+        ├── InvalidResponse       a response batchpod cannot read: not JSON, wrong types, no id
+        └── DownloadError         a stem could not be fetched or written (transient)
+            └── DownloadLinkExpired   403/404 from the storage host: fetch fresh links, retry
+    ├── MissingApiKey         the key's environment variable is unset or empty (variable)
+    └── ResultsWriteError     the results manifest could not be written (path, reason)
 
-Each message says what is wrong and, where it can, how to fix it.
+Each message says what is wrong and, where it can, how to fix it. No message, field or repr of
+an ``ApiError`` holds the API key: server text passes through ``redact`` on the way in.
+
+Two questions callers ask of an ``ApiError``: ``is_transient(exc)`` (may the same request
+succeed if sent again later?) and ``outcome_unknown(exc)`` (may the server have acted on it,
+so that a submit must be reconciled rather than sent again?).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class BatchpodError(Exception):
@@ -53,3 +75,226 @@ class ManifestError(BatchpodError):
 
 class ConfigError(BatchpodError):
     """A command-line flag, environment variable or option value cannot be used."""
+
+
+# -- talking to AudioPod ------------------------------------------------------------------
+
+# `ap_` then the characters keys are made of, not preceded by a letter or digit (so words such
+# as "map_size" are left alone). Keys are URL-safe tokens; dots, tildes and the base64
+# punctuation are included so that no tail of an unusual key survives.
+_KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])ap_[A-Za-z0-9_\-.~+/=]+")
+_SNIPPET_CHARS = 200
+
+
+def redact(text: str, *, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every AudioPod key in it (``ap_...`` and each of ``secrets``) as ``ap_***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "ap_***")
+    return _KEY_PATTERN.sub("ap_***", text)
+
+
+def _snippet(text: str | None) -> str | None:
+    """A short, single-line, redacted excerpt of a response body for an error record."""
+    if not text:
+        return None
+    flat = " ".join(redact(text).split())
+    if len(flat) > _SNIPPET_CHARS:
+        flat = flat[: _SNIPPET_CHARS - 1] + "…"
+    return flat or None
+
+
+class ApiError(BatchpodError):
+    """A request to AudioPod, or a download of its results, did not give a usable answer.
+
+    ``message`` says what happened and how to fix it; ``http_status`` is the response's status
+    (``None`` when there was no response); ``body_snippet`` is a short redacted excerpt of the
+    response body, for error records.
+    """
+
+    def __init__(
+        self, message: str, *, http_status: int | None = None, body_snippet: str | None = None
+    ) -> None:
+        self.message = redact(message)
+        self.http_status = http_status
+        self.body_snippet = _snippet(body_snippet)
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(http_status={self.http_status!r}, message={self.message!r})"
+
+
+class AuthenticationError(ApiError):
+    """The API key was refused: missing, wrong, revoked or expired. No request can succeed."""
+
+
+class PermissionDenied(ApiError):
+    """The key works, but its plan may not do what this job asks (a gated mode)."""
+
+
+class InsufficientBalance(ApiError):
+    """The wallet (and any plan credits) cannot pay for the job (402)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        required_cents: int | None = None,
+        available_cents: int | None = None,
+        http_status: int | None = 402,
+        body_snippet: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, body_snippet=body_snippet)
+        self.required_cents = required_cents
+        self.available_cents = available_cents
+
+
+class RequestRejected(ApiError):
+    """AudioPod refused the request as it stands; sending it again will not help."""
+
+
+class JobNotFound(RequestRejected):
+    """The job does not exist for this key (deleted, never created, or another key's)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        http_status: int | None = 404,
+        body_snippet: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, body_snippet=body_snippet)
+        self.job_id = job_id
+
+
+class UploadFileError(RequestRejected):
+    """The local file to upload could not be opened or read; nothing was sent."""
+
+
+class RateLimited(ApiError):
+    """AudioPod asked us to slow down (429); ``retry_after_s`` is its hint, if it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        http_status: int | None = 429,
+        body_snippet: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, body_snippet=body_snippet)
+        self.retry_after_s = retry_after_s
+
+
+class ServerError(ApiError):
+    """AudioPod or a proxy in front of it failed (5xx, or 408); usually temporary."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        retry_after_s: float | None = None,
+        body_snippet: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, body_snippet=body_snippet)
+        self.retry_after_s = retry_after_s
+
+
+class TransportError(ApiError):
+    """No usable HTTP exchange: connection refused or reset, DNS, TLS, or a timeout.
+
+    ``sent`` is ``False`` when the request certainly never reached the server (it could not
+    connect), ``True`` when it may have (the connection broke or timed out after sending), and
+    ``None`` when unknown (treat as ``True``). A submit with ``sent`` not ``False`` may have
+    created a job.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sent: bool | None = None,
+        http_status: int | None = None,
+        body_snippet: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, body_snippet=body_snippet)
+        self.sent = sent
+
+    def __repr__(self) -> str:
+        return f"TransportError(sent={self.sent!r}, message={self.message!r})"
+
+
+class InvalidResponse(ApiError):
+    """AudioPod answered with something batchpod cannot use: not JSON, wrong types, no id."""
+
+
+class DownloadError(ApiError):
+    """A stem could not be downloaded or written: storage host trouble, size mismatch, disk.
+
+    ``transient`` is ``True`` when the same URL may work if fetched again (a dropped or
+    short transfer, a timeout, a 5xx from storage); a disk error or an oversized body is not.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        transient: bool = False,
+        body_snippet: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, body_snippet=body_snippet)
+        self.transient = transient
+
+
+class DownloadLinkExpired(DownloadError):
+    """The storage host refused the link (403/404): fetch the job's status for fresh links."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the request that raised ``exc`` may succeed if sent again later.
+
+    True for ``RateLimited``, ``ServerError``, ``TransportError`` and a transient
+    ``DownloadError``. Whether retrying is *safe* is another question: see ``outcome_unknown``.
+    """
+    if isinstance(exc, DownloadError):
+        return exc.transient and not isinstance(exc, DownloadLinkExpired)
+    return isinstance(exc, RateLimited | ServerError | TransportError)
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether the server may have acted on the request that raised ``exc``.
+
+    For a submit this means the job may exist (and be charged) although no id came back:
+    a transport failure after sending, a 5xx (a proxy may give up on a backend that carries
+    on), or an unreadable answer. A caller reconciles (lists jobs) before submitting again.
+    """
+    if isinstance(exc, TransportError):
+        return exc.sent is not False
+    if isinstance(exc, ServerError):
+        return exc.http_status != 408  # the server gave up *receiving* the request
+    return isinstance(exc, InvalidResponse)
+
+
+# -- the run's own conditions ---------------------------------------------------------------
+
+
+class MissingApiKey(BatchpodError):
+    """No API key in the environment variable batchpod was told to read."""
+
+    def __init__(self, *, variable: str) -> None:
+        self.variable = variable
+        super().__init__(
+            f"no API key: set {variable} (or try batchpod without an account: --sandbox)"
+        )
+
+
+class ResultsWriteError(BatchpodError):
+    """The results manifest could not be written (disk full, read-only folder, ...)."""
+
+    def __init__(self, *, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot write the results to {path}: {reason}")

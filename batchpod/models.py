@@ -6,6 +6,7 @@ integer cents, durations float seconds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -110,3 +111,54 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+
+
+class JobStatus(StrEnum):
+    """Where a job ended up in one run, as the results manifest reports it."""
+
+    SUCCEEDED = "succeeded"  # separated and every stem downloaded
+    COMPLETED = "completed"  # separated; stems not downloaded (run --no-download)
+    FAILED = "failed"  # AudioPod failed it, refused it, or a download could not finish
+    SKIPPED = "skipped"  # never submitted: the run stopped (budget, balance, key, signal)
+    INTERRUPTED = "interrupted"  # submitted, but the run stopped before it finished
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorRecord:
+    """Why a job did not succeed: the error's kind, the HTTP status if any, a message."""
+
+    type: str
+    message: str
+    http_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputFile:
+    """One downloaded stem: where it is and how many bytes it has."""
+
+    stem: str
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobResult:
+    """What one run did with one job."""
+
+    job: Job
+    status: JobStatus
+    remote_id: str | None = None
+    submitted_at: float | None = None  # Unix seconds
+    completed_at: float | None = None
+    attempts: int = 0  # submit attempts that reached the point of sending
+    cost_cents: int | None = None
+    files: tuple[OutputFile, ...] = ()
+    quality_scores: Mapping[str, float] = field(default_factory=dict)
+    download_urls: Mapping[str, str] = field(default_factory=dict)
+    error: ErrorRecord | None = None
+    reason: str | None = None  # for skipped jobs: why
+
+    @property
+    def ok(self) -> bool:
+        """Whether the job did what the run asked of it."""
+        return self.status in (JobStatus.SUCCEEDED, JobStatus.COMPLETED)

@@ -4,7 +4,11 @@ Each scenario runs batchpod in a fresh interpreter so its time and peak memory a
 Run from the repository root with the project installed:
 
     python scripts/bench.py validate --jobs 100000 --repeat 3
+    python scripts/bench.py run --jobs 500 --concurrency 100 --job-time 1 --repeat 3
     python scripts/bench.py validate --jobs 100000 --json bench.json
+
+`run` starts the sandbox in its own process (so the figures are the client's alone) and runs
+`batchpod run` on a generated manifest of four-stem URL jobs, downloads included.
 
 Figures are medians of ``--repeat`` runs. Machines are noisy: compare figures measured in the
 same run, not across machines.
@@ -14,12 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def write_manifest(folder: Path, jobs: int) -> Path:
@@ -42,28 +51,31 @@ def write_manifest(folder: Path, jobs: int) -> Path:
     return path
 
 
-def _timed(argv: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS in MiB, exit code of one batchpod command in a new process."""
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, int]:
+    """Wall s, CPU s, peak RSS MiB and exit code of one batchpod command in a new process."""
     code = (
         "import resource, sys, time\n"
         "from batchpod.cli import main\n"
         "start = time.perf_counter()\n"
         f"rc = main({argv!r})\n"
         "wall = time.perf_counter() - start\n"
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "print(f'{wall} {rss} {rc}', file=sys.stderr)\n"
+        "use = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "cpu = use.ru_utime + use.ru_stime\n"
+        "print(f'{wall} {cpu} {use.ru_maxrss / 1024} {rc}', file=sys.stderr)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    wall, rss, rc = proc.stderr.strip().splitlines()[-1].split()
-    return float(wall), float(rss), int(rc)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
+    )
+    wall, cpu, rss, rc = proc.stderr.strip().splitlines()[-1].split()
+    return float(wall), float(cpu), float(rss), int(rc)
 
 
 def bench_validate(jobs: int, repeat: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="batchpod-bench-") as tmp:
         path = write_manifest(Path(tmp), jobs)
         runs = [_timed(["validate", str(path)]) for _ in range(repeat)]
-    if any(rc != 0 for _, _, rc in runs):
-        raise SystemExit(f"validate failed: exit codes {[rc for _, _, rc in runs]}")
+    if any(r[3] != 0 for r in runs):
+        raise SystemExit(f"validate failed: exit codes {[r[3] for r in runs]}")
     wall = statistics.median(r[0] for r in runs)
     return {
         "scenario": "validate",
@@ -71,19 +83,105 @@ def bench_validate(jobs: int, repeat: int) -> dict[str, object]:
         "repeat": repeat,
         "wall_s": round(wall, 3),
         "jobs_per_s": round(jobs / wall),
-        "peak_rss_mib": round(statistics.median(r[1] for r in runs), 1),
+        "peak_rss_mib": round(statistics.median(r[2] for r in runs), 1),
+    }
+
+
+class _Sandbox:
+    """`batchpod sandbox` in a child process, on a free loopback port."""
+
+    def __init__(self, *knobs: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "batchpod", "sandbox", "--port", "0", *knobs],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        found: dict[str, str] = {}
+        for line in self.proc.stdout:
+            match = re.match(r"export (AUDIOPOD_\w+)=(\S+)", line)
+            if match:
+                found[match.group(1)] = match.group(2)
+            if len(found) == 2:
+                break
+        self.base_url = found["AUDIOPOD_BASE_URL"]
+        self.api_key = found["AUDIOPOD_API_KEY"]
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.base_url}/_sandbox/stats") as response:
+            data: dict[str, Any] = json.load(response)
+        return data
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.base_url}/_sandbox/reset", method="POST")
+        urllib.request.urlopen(request).close()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def bench_run(jobs: int, concurrency: int, job_time_s: float, repeat: int) -> dict[str, object]:
+    sandbox = _Sandbox("--processing-time", str(job_time_s), "--balance", "1000000")
+    try:
+        env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
+        walls, cpus, rsses, requests = [], [], [], []
+        for _ in range(repeat):
+            with tempfile.TemporaryDirectory(prefix="batchpod-bench-") as tmp:
+                path = Path(tmp) / "jobs.yaml"
+                lines = [f"version: 1\nconcurrency: {concurrency}\njobs:"]
+                lines += [
+                    f"  - {{url: 'https://cdn.example.com/{i}.mp3?duration=60', mode: four}}"
+                    for i in range(jobs)
+                ]
+                path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                sandbox.reset()
+                argv = ["run", str(path), "--quiet", "--base-url", sandbox.base_url]
+                wall, cpu, rss, rc = _timed(argv, env)
+                if rc != 0:
+                    raise SystemExit(f"batchpod run exited {rc}")
+                api = {
+                    route: n
+                    for route, n in sandbox.stats()["requests"].items()
+                    if "/media/" not in route
+                }
+                walls.append(wall)
+                cpus.append(cpu)
+                rsses.append(rss)
+                requests.append(sum(api.values()))
+    finally:
+        sandbox.close()
+    ideal = math.ceil(jobs / concurrency) * job_time_s
+    wall = statistics.median(walls)
+    return {
+        "scenario": "run",
+        "jobs": jobs,
+        "concurrency": concurrency,
+        "job_time_s": job_time_s,
+        "repeat": repeat,
+        "wall_s": round(wall, 2),
+        "ideal_s": ideal,
+        "wall_over_ideal": round(wall / ideal, 2),
+        "api_requests_per_job": round(statistics.median(requests) / jobs, 2),
+        "cpu_s_per_job": round(statistics.median(cpus) / jobs, 4),
+        "peak_rss_mib": round(statistics.median(rsses), 1),
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", choices=["validate"])
-    parser.add_argument("--jobs", type=int, default=100_000, help="jobs in the manifest")
+    parser.add_argument("scenario", choices=["validate", "run"])
+    parser.add_argument("--jobs", type=int, help="jobs (default: 100000 validate, 500 run)")
+    parser.add_argument("--concurrency", type=int, default=100, help="run: jobs in flight")
+    parser.add_argument("--job-time", type=float, default=1.0, help="run: sandbox job seconds")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     started = time.time()
-    result = bench_validate(args.jobs, args.repeat)
+    if args.scenario == "validate":
+        result = bench_validate(args.jobs or 100_000, args.repeat)
+    else:
+        result = bench_run(args.jobs or 500, args.concurrency, args.job_time, args.repeat)
     result["python"] = sys.version.split()[0]
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     for key, value in result.items():

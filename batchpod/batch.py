@@ -1,0 +1,221 @@
+"""One batch run of a manifest: pre-flight, the pool, the charges, the results file.
+
+``run_batch`` is the library entry point the CLI is a thin layer over. It checks the key and
+reads the wallet before anything is submitted, runs the worker pool, keeps the results
+manifest fresh while jobs finish, reads each job's charge from AudioPod's usage log, and
+writes the final results. It does not decide exit codes or talk to a terminal: the caller
+passes a ``Reporter`` and a function from the summary to the exit code recorded in the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import anyio
+
+from batchpod import __version__
+from batchpod.budget import BudgetGuard
+from batchpod.client import ApiClient
+from batchpod.errors import ApiError, ResultsWriteError
+from batchpod.models import JobResult, Manifest
+from batchpod.results import Format, Renderer, RunHeader, default_results_path, write_atomic
+from batchpod.retry import PollPolicy, RetryPolicy
+from batchpod.runner import Pool, Reporter, RunOptions, Stop, StopReason
+
+log = logging.getLogger("batchpod")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchOptions:
+    """Everything about a run that does not come from the manifest."""
+
+    api_key: str
+    base_url: str
+    sandbox: bool = False
+    download: bool = True
+    results_path: Path | None = None  # default: <manifest>.results.<format> beside it
+    results_format: Format = "yaml"
+    concurrency: int | None = None  # overrides the manifest's
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    handle_signals: bool = True  # SIGINT/SIGTERM stop the run cleanly (main thread only)
+    flush_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSummary:
+    """What a run did: every job's result, why it stopped early (if it did), the money."""
+
+    results: tuple[JobResult, ...]
+    stop: Stop | None
+    results_path: Path
+    started_at: float
+    finished_at: float
+    balance_before_cents: int | None
+    balance_after_cents: int | None
+    peak_in_flight: int
+
+    @property
+    def spent_cents(self) -> int:
+        """The sum of the charges read back from AudioPod's usage log."""
+        return sum(r.cost_cents or 0 for r in self.results)
+
+
+async def run_batch(
+    manifest: Manifest,
+    options: BatchOptions,
+    *,
+    reporter: Reporter,
+    exit_code_of: Callable[[RunSummary], int],
+) -> RunSummary:
+    """Run every job of ``manifest``; write and return the results (see the module docstring)."""
+    started = time.time()
+    results_path = options.results_path or default_results_path(
+        manifest.path, options.results_format
+    )
+    header = RunHeader(
+        batchpod_version=__version__,
+        manifest=manifest.path,
+        manifest_sha256=hashlib.sha256(manifest.path.read_bytes()).hexdigest(),
+        base_url=options.base_url,
+        sandbox=options.sandbox,
+        started_at=started,
+    )
+    concurrency = options.concurrency or manifest.concurrency
+    run_options = RunOptions(
+        concurrency=concurrency,
+        output_dir=manifest.output_dir,
+        download=options.download,
+        poll=options.poll,
+        retry=options.retry,
+    )
+    writer = _ResultsWriter(results_path, options.results_format, base=manifest.path.parent)
+    async with ApiClient(
+        base_url=options.base_url, api_key=options.api_key, max_connections=concurrency
+    ) as client:
+        # Pre-flight: a refused key stops the run here, before anything is submitted.
+        before = await client.balance()
+        header = replace(header, balance_before_cents=before.balance_cents)
+        guard = BudgetGuard(
+            max_spend_cents=manifest.budget.max_spend_cents,
+            keep_balance_cents=manifest.budget.keep_balance_cents,
+            balance_cents=before.balance_cents,
+        )
+        pool = Pool(client, manifest.jobs, run_options, budget=guard, reporter=reporter)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.keep_fresh, header, pool, options.flush_interval_s)
+            if options.handle_signals:
+                tg.start_soon(_stop_on_signals, pool)
+            try:
+                await pool.run()
+            finally:
+                tg.cancel_scope.cancel()
+        results = pool.results()
+        after: int | None = None
+        # Reading the charges is bookkeeping: it must not be cut short by the stop itself.
+        with anyio.move_on_after(30, shield=True):
+            results = await _with_costs(client, results)
+            try:
+                after = (await client.balance()).balance_cents
+            except ApiError as exc:
+                log.warning("could not read the balance after the run: %s", exc)
+    summary = RunSummary(
+        results=tuple(results),
+        stop=pool.stop,
+        results_path=results_path,
+        started_at=started,
+        finished_at=time.time(),
+        balance_before_cents=before.balance_cents,
+        balance_after_cents=after,
+        peak_in_flight=pool.peak_in_flight,
+    )
+    header = replace(
+        header,
+        finished_at=summary.finished_at,
+        balance_after_cents=after,
+        exit_code=int(exit_code_of(summary)),
+        stopped=pool.stop.message if pool.stop else None,
+    )
+    with anyio.CancelScope(shield=True):
+        await writer.write(header, summary.results)
+    return summary
+
+
+async def _with_costs(client: ApiClient, results: list[JobResult]) -> list[JobResult]:
+    """Fill in each submitted job's charge from the usage log (one request per 100 rows)."""
+    wanted = {r.remote_id for r in results if r.remote_id is not None}
+    charges: dict[str, int] = {}
+    page = 1
+    # Newest rows come first; our jobs are the most recent, so a few pages cover them.
+    max_pages = len(wanted) // 100 + 3
+    try:
+        while wanted - charges.keys() and page <= max_pages:
+            rows = await client.usage(page=page, limit=100)
+            for row in rows:
+                if row.job_id in wanted:
+                    charges.setdefault(row.job_id, row.amount_cents)
+            if len(rows) < 100:
+                break
+            page += 1
+    except ApiError as exc:
+        log.warning("could not read the usage log for per-job costs: %s", exc)
+    return [
+        replace(r, cost_cents=charges[r.remote_id]) if r.remote_id in charges else r
+        for r in results
+    ]
+
+
+async def _stop_on_signals(pool: Pool) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            log.warning("%s received: stopping; jobs in flight are recorded as interrupted", name)
+            pool.halt(
+                Stop(reason=StopReason.INTERRUPTED, message=f"stopped by {name}", signal=signum),
+                cancel_in_flight=True,
+            )
+
+
+class _ResultsWriter:
+    """Writes the results file off the event loop, no more often than it is worth."""
+
+    def __init__(self, path: Path, fmt: Format, *, base: Path) -> None:
+        self.path = path
+        self.render = Renderer(fmt, base=base)
+        self._warned = False
+
+    async def write(
+        self, header: RunHeader, results: tuple[JobResult, ...] | list[JobResult]
+    ) -> None:
+        text = self.render(header, results)
+        try:
+            await anyio.to_thread.run_sync(write_atomic, self.path, text)
+        except OSError as exc:
+            raise ResultsWriteError(path=self.path, reason=exc.strerror or str(exc)) from exc
+
+    async def keep_fresh(self, header: RunHeader, pool: Pool, interval_s: float) -> None:
+        """Rewrite the results while the pool runs, when something changed."""
+        written = None
+        while True:
+            await anyio.sleep(interval_s)
+            marker = pool.changes
+            if marker == written:
+                continue
+            results = pool.results()
+            began = anyio.current_time()
+            try:
+                await self.write(header, results)
+            except ResultsWriteError as exc:
+                if not self._warned:
+                    log.warning("%s (will try again at the end of the run)", exc)
+                    self._warned = True
+                continue
+            written = marker
+            # A huge manifest takes a while to render: keep that under a tenth of the time.
+            interval_s = max(interval_s, (anyio.current_time() - began) * 10)

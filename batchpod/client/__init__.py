@@ -1,0 +1,52 @@
+"""The AudioPod API client: the run's one API session and the HTTP -> batchpod error seam.
+
+Owns the wire contract of ../shared/audiopod-api.md (§1-4, §6, §9) as a client: submitting
+URL and file jobs, polling, listing and deleting them, the wallet (balance, estimate, price),
+and downloading stems from presigned links into a file it is given. It must not know
+terminals, the manifest, state or results files, or retry policy: it classifies failures
+(``is_transient``, ``outcome_unknown``) and the runner decides what to do about them.
+
+Public API::
+
+    ApiClient(base_url=, api_key=, ...)   async context manager; one method per API call
+    ClientTimeouts                        time limits (frozen)
+    RemoteJob, RemoteStatus, Balance,     what the API answers (frozen; ``from_json``)
+    UsageRow
+    DEFAULT_BASE_URL                      https://api.audiopod.ai
+    parse_retry_after(value, now=)        seconds from a Retry-After header
+    redact, is_transient, outcome_unknown re-exported from batchpod.errors
+
+Modules: ``_models`` (value objects and JSON parsing, pure), ``_classify`` (which error a
+response or aiohttp exception is, pure), ``_api`` (the sessions and the API requests),
+``_download`` (one stem into one file, atomically).
+"""
+
+from __future__ import annotations
+
+from batchpod.errors import is_transient, outcome_unknown, redact
+
+from ._api import MAX_JSON_BYTES, ApiClient
+from ._classify import parse_retry_after
+from ._models import (
+    DEFAULT_BASE_URL,
+    Balance,
+    ClientTimeouts,
+    RemoteJob,
+    RemoteStatus,
+    UsageRow,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "MAX_JSON_BYTES",
+    "ApiClient",
+    "Balance",
+    "ClientTimeouts",
+    "RemoteJob",
+    "RemoteStatus",
+    "UsageRow",
+    "is_transient",
+    "outcome_unknown",
+    "parse_retry_after",
+    "redact",
+]

@@ -1,0 +1,193 @@
+"""The results manifest: what a run did with every job, written atomically.
+
+The document is a header (which batchpod, which manifest, which API, when, the wallet before
+and after, counts by status, the exit code) and one entry per job in manifest order. It is
+rewritten whole, through a temporary file and a rename, so a reader (or a crash) only ever
+sees a complete file. It is created owner-only: it names the user's catalogue and spend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from batchpod.budget import usd
+from batchpod.models import JobResult, JobStatus
+
+Format = Literal["yaml", "json"]
+RESULTS_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunHeader:
+    """Facts about one run, for the head of its results manifest."""
+
+    batchpod_version: str
+    manifest: Path
+    manifest_sha256: str
+    base_url: str
+    sandbox: bool
+    started_at: float
+    finished_at: float | None = None
+    balance_before_cents: int | None = None
+    balance_after_cents: int | None = None
+    exit_code: int | None = None
+    stopped: str | None = None  # why the run stopped early, for people
+
+
+def default_results_path(manifest: Path, fmt: Format) -> Path:
+    """``jobs.yaml`` -> ``jobs.results.yaml`` (or ``.json``) beside the manifest."""
+    return manifest.with_name(f"{manifest.stem}.results.{fmt}")
+
+
+def results_document(
+    header: RunHeader, results: Sequence[JobResult], *, base: Path, entries: bool = True
+) -> dict[str, Any]:
+    """The results manifest as plain data, with paths relative to ``base`` where possible."""
+    counts = Counter(result.status.value for result in results)
+    spent = [r.cost_cents for r in results if r.cost_cents is not None]
+    run: dict[str, Any] = {
+        "batchpod_version": header.batchpod_version,
+        "manifest": str(header.manifest),
+        "manifest_sha256": header.manifest_sha256,
+        "base_url": header.base_url,
+        "sandbox": header.sandbox,
+        "started_at": _iso(header.started_at),
+        "finished_at": _iso(header.finished_at),
+        "balance_before_cents": header.balance_before_cents,
+        "balance_after_cents": header.balance_after_cents,
+        "spent_cents": sum(spent) if spent else None,
+        "counts": {status.value: counts.get(status.value, 0) for status in JobStatus},
+        "exit_code": header.exit_code,
+    }
+    if header.stopped:
+        run["stopped"] = header.stopped
+    document: dict[str, Any] = {"results_version": RESULTS_VERSION, "run": run}
+    if entries:
+        document["jobs"] = [_entry(result, base) for result in results]
+    return document
+
+
+def _entry(result: JobResult, base: Path) -> dict[str, Any]:
+    job = result.job
+    source: dict[str, str]
+    if job.source.url is not None:
+        source = {"url": job.source.url}
+    else:
+        assert job.source.file is not None
+        source = {"file": _shown(job.source.file, base)}
+    entry: dict[str, Any] = {"name": job.name, "source": source, "mode": job.mode.value}
+    if job.stem is not None:
+        entry["stem"] = job.stem.value
+    entry["status"] = result.status.value
+    if result.reason:
+        entry["reason"] = result.reason
+    entry["remote_id"] = result.remote_id
+    entry["submitted_at"] = _iso(result.submitted_at)
+    entry["completed_at"] = _iso(result.completed_at)
+    entry["attempts"] = result.attempts
+    entry["cost_cents"] = result.cost_cents
+    entry["cost_usd"] = usd(result.cost_cents) if result.cost_cents is not None else None
+    if result.files:
+        entry["files"] = [
+            {"stem": f.stem, "path": _shown(f.path, base), "size": f.size} for f in result.files
+        ]
+    if result.quality_scores:
+        entry["quality_scores"] = dict(sorted(result.quality_scores.items()))
+    if result.download_urls:
+        entry["download_urls"] = dict(sorted(result.download_urls.items()))
+    if result.error is not None:
+        entry["error"] = {
+            "type": result.error.type,
+            "http_status": result.error.http_status,
+            "message": result.error.message,
+        }
+    return entry
+
+
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _yaml(data: Any) -> str:
+    text: str = yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100)
+    return text
+
+
+def render(document: dict[str, Any], fmt: Format) -> str:
+    """The document as YAML or JSON text."""
+    if fmt == "json":
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return _yaml(document)
+
+
+class Renderer:
+    """Renders results documents again and again, re-rendering only the jobs that changed.
+
+    The results file is rewritten while a run goes on; rendering 100,000 entries each time
+    would cost far more than the run itself. The text is the same as ``render`` would give
+    (YAML), or JSON with one job per line.
+    """
+
+    def __init__(self, fmt: Format, *, base: Path) -> None:
+        self.fmt = fmt
+        self.base = base
+        self._cache: dict[int, tuple[JobResult, str]] = {}
+
+    def __call__(self, header: RunHeader, results: Sequence[JobResult]) -> str:
+        head = results_document(header, results, base=self.base, entries=False)
+        pieces = [self._entry(i, result) for i, result in enumerate(results)]
+        if self.fmt == "json":
+            top = json.dumps(head, indent=2, ensure_ascii=False)[:-2]  # reopen the object
+            return f'{top},\n  "jobs": [\n    ' + ",\n    ".join(pieces) + "\n  ]\n}\n"
+        return _yaml(head) + "jobs:\n" + "".join(pieces)
+
+    def _entry(self, index: int, result: JobResult) -> str:
+        cached = self._cache.get(index)
+        if cached is not None and cached[0] == result:
+            return cached[1]
+        entry = _entry(result, self.base)
+        text = json.dumps(entry, ensure_ascii=False) if self.fmt == "json" else _yaml([entry])
+        self._cache[index] = (result, text)
+        return text
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old file or the new, never half.
+
+    Blocking: call it from a worker thread when on the event loop.
+    """
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(temp).chmod(0o600)
+        Path(temp).replace(path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return (
+        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+def _shown(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)

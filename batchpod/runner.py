@@ -1,0 +1,448 @@
+"""The worker pool: submit, poll and download every job, ``concurrency`` jobs at a time.
+
+A feeder hands job indexes to a fixed set of workers through an unbuffered stream, so at most
+``concurrency`` jobs are in flight and no task exists for a job before a worker takes it. Each
+worker carries one job from submit to its last stem; a job that fails becomes a ``JobResult``,
+never an exception that tears the pool down. Only run-level conditions stop the pool: a key
+AudioPod refuses, a budget or wallet that cannot cover the next job, or a signal.
+
+It talks to AudioPod only through the small ``StemApi`` protocol (the ``ApiClient`` meets it),
+reports progress through ``Reporter``, and knows nothing of argv, terminals or file formats
+beyond the stems it writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import time
+import wave
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard, cost_cents
+from batchpod.client import RemoteJob, RemoteStatus
+from batchpod.errors import (
+    ApiError,
+    AuthenticationError,
+    BatchpodError,
+    DownloadError,
+    DownloadLinkExpired,
+    InsufficientBalance,
+    TransportError,
+    is_transient,
+    outcome_unknown,
+)
+from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
+from batchpod.retry import PollPolicy, RetryPolicy
+
+T = TypeVar("T")
+
+
+class StemApi(Protocol):
+    """The AudioPod operations the pool needs."""
+
+    async def submit_url(self, url: str, *, mode: str, stem: str | None) -> RemoteJob: ...
+
+    async def submit_file(self, path: Path, *, mode: str, stem: str | None) -> RemoteJob: ...
+
+    async def status(self, job_id: str) -> RemoteJob: ...
+
+    async def download(self, url: str, dest: Path) -> int: ...
+
+
+class Reporter(Protocol):
+    """Receives the pool's progress; every call comes from the event loop's thread."""
+
+    def job_event(self, job: Job, event: str, detail: str = "") -> None: ...
+
+    def job_finished(self, result: JobResult) -> None: ...
+
+    def spent(self, cents: int) -> None:
+        """The run's spend so far (settled charges, in cents) changed."""
+
+
+class StopReason(StrEnum):
+    """Why the pool stopped taking new jobs before the manifest was done."""
+
+    AUTH = "auth"  # AudioPod refused the key
+    BUDGET = "budget"  # the next job would break max_spend_usd or keep_balance_usd
+    BALANCE = "insufficient_balance"  # AudioPod answered 402
+    INTERRUPTED = "interrupted"  # SIGINT or SIGTERM
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stop:
+    """A run-level stop: why, and a message for people."""
+
+    reason: StopReason
+    message: str
+    signal: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """How the pool runs (the manifest's jobs and budget come separately)."""
+
+    concurrency: int
+    output_dir: Path
+    download: bool = True
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    job_timeout_s: float = 6 * 3600.0
+    cents_per_minute: int = 10
+    assumed_duration_s: float = DEFAULT_ASSUMED_DURATION_S
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.job_timeout_s <= 0:
+            raise ValueError("job_timeout_s must be positive")
+
+
+@dataclass(slots=True)
+class _Progress:
+    """A job's mutable record while a worker holds it."""
+
+    status: JobStatus = JobStatus.SKIPPED
+    remote_id: str | None = None
+    submitted_at: float | None = None
+    completed_at: float | None = None
+    attempts: int = 0
+    estimate_cents: int = 0
+    files: list[OutputFile] = field(default_factory=list)
+    quality_scores: dict[str, float] = field(default_factory=dict)
+    download_urls: dict[str, str] = field(default_factory=dict)
+    error: ErrorRecord | None = None
+    reason: str | None = None
+    done: bool = False
+
+
+class JobFailed(Exception):
+    """Internal: ends one job as failed with this record."""
+
+    def __init__(self, record: ErrorRecord) -> None:
+        super().__init__(record.message)
+        self.record = record
+
+
+class Pool:
+    """One run of the worker pool over a list of jobs."""
+
+    def __init__(
+        self,
+        api: StemApi,
+        jobs: Sequence[Job],
+        options: RunOptions,
+        *,
+        budget: BudgetGuard,
+        reporter: Reporter,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = api
+        self.jobs = tuple(jobs)
+        self.options = options
+        self.budget = budget
+        self.reporter = reporter
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.stop: Stop | None = None
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.changes = 0  # counts job state changes, so watchers can tell when to look again
+        self._progress = [_Progress() for _ in self.jobs]
+        self._cancel: anyio.CancelScope | None = None
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self) -> list[JobResult]:
+        """Run every job (or until a stop); return one result per job, in manifest order."""
+        send, receive = anyio.create_memory_object_stream[int](0)
+        with anyio.CancelScope() as scope:
+            self._cancel = scope
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(self.options.concurrency, len(self.jobs))):
+                    tg.start_soon(self._worker, receive.clone())
+                receive.close()
+                await self._feed(send)
+        return self.results()
+
+    def halt(self, stop: Stop, *, cancel_in_flight: bool) -> None:
+        """Take no new jobs; with ``cancel_in_flight``, abandon the ones in flight too."""
+        if self.stop is None:
+            self.stop = stop
+        if cancel_in_flight and self._cancel is not None:
+            self._cancel.cancel()
+
+    def results(self) -> list[JobResult]:
+        """Every job's result so far, in manifest order (unfinished ones as they stand)."""
+        return [self._result(i) for i in range(len(self.jobs))]
+
+    async def _feed(self, send: ObjectSendStream[int]) -> None:
+        async with send:
+            for index in range(len(self.jobs)):
+                if self.stop is not None:
+                    return
+                await send.send(index)
+
+    async def _worker(self, receive: ObjectReceiveStream[int]) -> None:
+        async with receive:
+            async for index in receive:
+                if self.stop is not None:
+                    continue  # leave it skipped; drain so the feeder is never stuck
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    await self._process(index)
+                finally:
+                    self.in_flight -= 1
+                    progress = self._progress[index]
+                    if progress.done:
+                        self.reporter.job_finished(self._result(index))
+
+    # -- one job ----------------------------------------------------------------------------
+
+    async def _process(self, index: int) -> None:
+        job, progress = self.jobs[index], self._progress[index]
+        progress.estimate_cents = self._estimate_cents(job)
+        refused = self.budget.reserve(index, progress.estimate_cents)
+        if refused is not None:
+            progress.reason = str(refused.reason)
+            self.halt(Stop(reason=StopReason.BUDGET, message=str(refused)), cancel_in_flight=False)
+            return
+        try:
+            remote = await self._submit(job, progress)
+        except InsufficientBalance as exc:
+            self.budget.release(index)
+            progress.reason = StopReason.BALANCE.value
+            self.halt(Stop(reason=StopReason.BALANCE, message=str(exc)), cancel_in_flight=False)
+            return
+        except AuthenticationError as exc:
+            self.budget.release(index)
+            progress.reason = StopReason.AUTH.value
+            self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
+            return
+        except JobFailed as exc:
+            self.budget.release(index)
+            self._finish(progress, JobStatus.FAILED, error=exc.record)
+            return
+        try:
+            with anyio.fail_after(self.options.job_timeout_s):
+                await self._follow(job, progress, remote, index)
+        except TimeoutError:
+            # The job may still complete and be charged: keep its reservation held.
+            limit = self.options.job_timeout_s
+            record = ErrorRecord(type="Timeout", message=f"not finished after {limit:g} s")
+            self._finish(progress, JobStatus.FAILED, error=record)
+        except AuthenticationError as exc:
+            self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
+        except JobFailed as exc:
+            self._finish(progress, JobStatus.FAILED, error=exc.record)
+
+    async def _submit(self, job: Job, progress: _Progress) -> RemoteJob:
+        """Submit once; retry only when the request surely never reached AudioPod."""
+        mode, stem = job.mode.value, job.stem.value if job.stem else None
+        started = anyio.current_time()
+        while True:
+            progress.attempts += 1
+            if progress.attempts == 1:
+                self.reporter.job_event(job, "submitting")
+            else:
+                self.reporter.job_event(job, "submitting again", f"attempt {progress.attempts}")
+            try:
+                if job.source.url is not None:
+                    remote = await self.api.submit_url(job.source.url, mode=mode, stem=stem)
+                else:
+                    assert job.source.file is not None
+                    remote = await self.api.submit_file(job.source.file, mode=mode, stem=stem)
+            except (AuthenticationError, InsufficientBalance):
+                raise
+            except ApiError as exc:
+                # A submit is not idempotent: retrying one that may have reached AudioPod
+                # could pay twice. Only a refused connection or a 429 is surely unsent.
+                unsent = isinstance(exc, TransportError) and exc.sent is False
+                if (unsent or exc.http_status == 429) and await self._backoff(
+                    progress.attempts, started, exc
+                ):
+                    continue
+                raise JobFailed(_record(exc, ambiguous=outcome_unknown(exc))) from exc
+            progress.remote_id = remote.id
+            progress.submitted_at = self.clock()
+            self.changes += 1
+            self.reporter.job_event(job, "submitted", f"id {remote.id}")
+            return remote
+
+    async def _follow(self, job: Job, progress: _Progress, remote: RemoteJob, index: int) -> None:
+        """Poll until the job ends, then download its stems."""
+        poll = 0
+        while not remote.status.terminal:
+            poll += 1
+            await anyio.sleep(self.options.poll.interval_s(poll, rng=self.rng))
+            remote = await self._retrying(functools.partial(self.api.status, remote.id))
+        progress.completed_at = self.clock()
+        if remote.status is RemoteStatus.FAILED:
+            self.budget.release(index)  # AudioPod refunds failed jobs
+            message = remote.error_message or "AudioPod reported the job as failed"
+            raise JobFailed(ErrorRecord(type="RemoteJobFailed", message=message))
+        # TODO(money issue): settle with the usage log's actual charge, not the estimate.
+        self.budget.settle(index, progress.estimate_cents)
+        self.reporter.spent(self.budget.spent_cents)
+        progress.quality_scores = dict(remote.quality_scores)
+        progress.download_urls = dict(remote.download_urls)
+        self.reporter.job_event(job, "separated", f"{len(remote.download_urls)} stems")
+        if not self.options.download:
+            self._finish(progress, JobStatus.COMPLETED)
+            return
+        if not remote.download_urls:
+            raise JobFailed(
+                ErrorRecord(type="InvalidResponse", message="completed without download URLs")
+            )
+        folder = self.options.output_dir / job.name
+        try:
+            await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+        except OSError as exc:
+            message = f"cannot create {folder}: {exc.strerror or exc}"
+            raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
+        for stem in sorted(remote.download_urls):
+            remote = await self._download(job, progress, remote, stem, folder)
+        self._finish(progress, JobStatus.SUCCEEDED)
+
+    async def _download(
+        self, job: Job, progress: _Progress, remote: RemoteJob, stem: str, folder: Path
+    ) -> RemoteJob:
+        """Download one stem, fetching fresh links once if the first has expired."""
+        dest = folder / f"{_safe_stem(stem)}{_suffix(remote.download_urls[stem])}"
+        for refreshed in (False, True):
+            url = remote.download_urls.get(stem)
+            if url is None:
+                break
+            try:
+                size = await self._retrying(functools.partial(self.api.download, url, dest))
+            except DownloadLinkExpired:
+                if refreshed:
+                    raise
+                remote = await self._retrying(functools.partial(self.api.status, remote.id))
+                continue
+            except DownloadError as exc:
+                raise JobFailed(_record(exc)) from exc
+            progress.files.append(OutputFile(stem=stem, path=dest, size=size))
+            return remote
+        message = f"the download link for stem {stem!r} is no longer valid"
+        raise JobFailed(ErrorRecord(type="DownloadLinkExpired", message=message))
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run an idempotent request, retrying transient failures under the retry policy."""
+        started = anyio.current_time()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await operation()
+            except (AuthenticationError, DownloadLinkExpired):
+                raise
+            except ApiError as exc:
+                if is_transient(exc) and await self._backoff(attempts, started, exc):
+                    continue
+                raise JobFailed(_record(exc)) from exc
+
+    async def _backoff(self, attempts: int, started: float, exc: ApiError) -> bool:
+        """Sleep before the next attempt if the policy allows one; say whether it does."""
+        policy = self.options.retry
+        delay = policy.delay_s(
+            attempts, retry_after_s=getattr(exc, "retry_after_s", None), rng=self.rng
+        )
+        if not policy.may_retry(
+            attempts, elapsed_s=anyio.current_time() - started, next_delay_s=delay
+        ):
+            return False
+        await anyio.sleep(delay)
+        return True
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _estimate_cents(self, job: Job) -> int:
+        duration = job.duration_s
+        if duration is None and job.source.file is not None:
+            duration = wav_duration_s(job.source.file)
+        if duration is None:
+            duration = self.options.assumed_duration_s
+        return cost_cents(duration, cents_per_minute=self.options.cents_per_minute)
+
+    def _finish(
+        self, progress: _Progress, status: JobStatus, *, error: ErrorRecord | None = None
+    ) -> None:
+        progress.status = status
+        progress.error = error
+        progress.done = True
+        self.changes += 1
+
+    def _result(self, index: int) -> JobResult:
+        job, p = self.jobs[index], self._progress[index]
+        status = p.status
+        reason = p.reason
+        if not p.done:
+            if p.remote_id is not None:
+                status = JobStatus.INTERRUPTED
+            else:
+                status = JobStatus.SKIPPED
+                if reason is None and self.stop is not None:
+                    reason = self.stop.reason.value
+        return JobResult(
+            job=job,
+            status=status,
+            remote_id=p.remote_id,
+            submitted_at=p.submitted_at,
+            completed_at=p.completed_at,
+            attempts=p.attempts,
+            files=tuple(p.files),
+            quality_scores=dict(p.quality_scores),
+            download_urls=dict(p.download_urls) if not self.options.download else {},
+            error=p.error,
+            reason=reason,
+        )
+
+
+def _record(exc: BatchpodError, *, ambiguous: bool = False) -> ErrorRecord:
+    message = str(exc)
+    if ambiguous:
+        message += (
+            " (the submit may have reached AudioPod; it was not repeated, so as not to pay "
+            "twice: check the job list before re-running)"
+        )
+    return ErrorRecord(
+        type=type(exc).__name__, message=message, http_status=getattr(exc, "http_status", None)
+    )
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _safe_stem(stem: str) -> str:
+    """A stem name from the server as a file name: no separators, no dots in front."""
+    return _UNSAFE.sub("_", stem).lstrip(".")[:64] or "stem"
+
+
+def _suffix(url: str) -> str:
+    suffix = Path(urlsplit(url).path).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".wav"
+
+
+def wav_duration_s(path: Path) -> float | None:
+    """A WAV file's length from its header, or None if it is not a readable WAV."""
+    if path.suffix.lower() not in (".wav", ".wave"):
+        return None
+    try:
+        with wave.open(str(path), "rb") as audio:
+            rate = audio.getframerate()
+            return audio.getnframes() / rate if rate else None
+    except (OSError, EOFError, wave.Error):
+        return None
