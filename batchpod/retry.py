@@ -7,10 +7,12 @@ Two schedules live here:
   2 ** (n - 1)))`` ("full jitter"), or the server's ``Retry-After`` when it gave one, capped
   at ``max_retry_after_s``. Retrying stops after ``max_attempts`` attempts in all or once
   ``max_total_s`` seconds have passed since the first, whichever comes first.
-- ``PollPolicy``: when to ask for a job's status again. The n-th poll of a job comes
-  ``min(max_s, first_s * factor ** (n - 1))`` seconds after the previous one (the first after
-  the submit), multiplied by a random factor in ``[1 - jitter, 1 + jitter]`` so that jobs
-  submitted together do not poll together.
+- ``PollPolicy``: when to ask for a job's status again. A job of age ``a`` seconds (since its
+  submit) is next asked about ``min(max_s, max(first_s, growth * a))`` seconds later,
+  multiplied by a random factor in ``[1 - jitter, 1 + jitter]`` so that jobs submitted
+  together do not poll together. With the defaults: at ages 0.25, 0.5, 0.75, 1, 1.25, 1.56,
+  1.95, ... s, then every 15 s once a job is a minute old. A job's status is learnt within a
+  quarter of its age, at a cost that grows only with the logarithm of its length.
 
 The caller passes the random source, so tests fix it.
 """
@@ -60,19 +62,19 @@ class PollPolicy:
     """When to poll a job's status (see the module docstring)."""
 
     first_s: float = 0.25
-    factor: float = 1.5
+    growth: float = 0.25
     max_s: float = 15.0
     jitter: float = 0.2
 
     def __post_init__(self) -> None:
         if self.first_s <= 0 or self.max_s < self.first_s:
             raise ValueError("need 0 < first_s <= max_s")
-        if self.factor < 1:
-            raise ValueError("factor must be at least 1")
+        if self.growth < 0:
+            raise ValueError("growth must not be negative")
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
 
-    def interval_s(self, poll: int, *, rng: random.Random) -> float:
-        """Seconds before poll number ``poll`` (1-based) of one job."""
-        base = min(self.max_s, self.first_s * self.factor ** (poll - 1))
+    def interval_s(self, age_s: float, *, rng: random.Random) -> float:
+        """Seconds until the next poll of a job submitted ``age_s`` seconds ago."""
+        base = min(self.max_s, max(self.first_s, self.growth * age_s))
         return base * rng.uniform(1 - self.jitter, 1 + self.jitter)

@@ -42,6 +42,7 @@ from batchpod.errors import (
     outcome_unknown,
 )
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
+from batchpod.poller import StatusBoard
 from batchpod.retry import PollPolicy, RetryPolicy
 
 T = TypeVar("T")
@@ -55,6 +56,8 @@ class StemApi(Protocol):
     async def submit_file(self, path: Path, *, mode: str, stem: str | None) -> RemoteJob: ...
 
     async def status(self, job_id: str) -> RemoteJob: ...
+
+    async def list_jobs(self, *, skip: int = 0, limit: int = 50) -> list[RemoteJob]: ...
 
     async def download(self, url: str, dest: Path) -> int: ...
 
@@ -161,6 +164,7 @@ class Pool:
         self.changes = 0  # counts job state changes, so watchers can tell when to look again
         self._progress = [_Progress() for _ in self.jobs]
         self._cancel: anyio.CancelScope | None = None
+        self.board = StatusBoard(api, poll=options.poll, retry=options.retry, rng=self.rng)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -169,11 +173,14 @@ class Pool:
         send, receive = anyio.create_memory_object_stream[int](0)
         with anyio.CancelScope() as scope:
             self._cancel = scope
-            async with anyio.create_task_group() as tg:
-                for _ in range(min(self.options.concurrency, len(self.jobs))):
-                    tg.start_soon(self._worker, receive.clone())
-                receive.close()
-                await self._feed(send)
+            async with anyio.create_task_group() as board:
+                board.start_soon(self.board.run)
+                async with anyio.create_task_group() as tg:
+                    for _ in range(min(self.options.concurrency, len(self.jobs))):
+                        tg.start_soon(self._worker, receive.clone())
+                    receive.close()
+                    await self._feed(send)
+                board.cancel_scope.cancel()  # every job has ended: nothing left to watch
         return self.results()
 
     def halt(self, stop: Stop, *, cancel_in_flight: bool) -> None:
@@ -283,10 +290,19 @@ class Pool:
 
     async def _follow(self, job: Job, progress: _Progress, remote: RemoteJob, index: int) -> None:
         """Poll until the job ends, then download its stems."""
-        poll = 0
-        while not remote.status.terminal:
-            poll += 1
-            await anyio.sleep(self.options.poll.interval_s(poll, rng=self.rng))
+        if not remote.status.terminal:
+            try:
+                remote = await self.board.wait(remote.id)
+            except AuthenticationError:
+                raise
+            except ApiError as exc:
+                raise JobFailed(_record(exc)) from exc
+        # List rows may leave the download links out: then the status endpoint has them.
+        if (
+            remote.status is RemoteStatus.COMPLETED
+            and self.options.download
+            and not remote.download_urls
+        ):
             remote = await self._retrying(functools.partial(self.api.status, remote.id))
         progress.completed_at = self.clock()
         if remote.status is RemoteStatus.FAILED:

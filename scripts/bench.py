@@ -121,7 +121,9 @@ class _Sandbox:
         self.proc.wait(timeout=10)
 
 
-def bench_run(jobs: int, concurrency: int, job_time_s: float, repeat: int) -> dict[str, object]:
+def bench_run(
+    jobs: int, concurrency: int, job_time_s: float, repeat: int, *, download: bool
+) -> dict[str, object]:
     sandbox = _Sandbox("--processing-time", str(job_time_s), "--balance", "1000000")
     try:
         env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
@@ -137,6 +139,8 @@ def bench_run(jobs: int, concurrency: int, job_time_s: float, repeat: int) -> di
                 path.write_text("\n".join(lines) + "\n", encoding="utf-8")
                 sandbox.reset()
                 argv = ["run", str(path), "--quiet", "--base-url", sandbox.base_url]
+                if not download:
+                    argv.append("--no-download")
                 wall, cpu, rss, rc = _timed(argv, env)
                 if rc != 0:
                     raise SystemExit(f"batchpod run exited {rc}")
@@ -158,6 +162,7 @@ def bench_run(jobs: int, concurrency: int, job_time_s: float, repeat: int) -> di
         "jobs": jobs,
         "concurrency": concurrency,
         "job_time_s": job_time_s,
+        "downloads": download,
         "repeat": repeat,
         "wall_s": round(wall, 2),
         "ideal_s": ideal,
@@ -174,6 +179,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, help="jobs (default: 100000 validate, 500 run)")
     parser.add_argument("--concurrency", type=int, default=100, help="run: jobs in flight")
     parser.add_argument("--job-time", type=float, default=1.0, help="run: sandbox job seconds")
+    parser.add_argument("--no-download", action="store_true", help="run: skip the stems")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
@@ -181,7 +187,13 @@ def main() -> int:
     if args.scenario == "validate":
         result = bench_validate(args.jobs or 100_000, args.repeat)
     else:
-        result = bench_run(args.jobs or 500, args.concurrency, args.job_time, args.repeat)
+        result = bench_run(
+            args.jobs or 500,
+            args.concurrency,
+            args.job_time,
+            args.repeat,
+            download=not args.no_download,
+        )
     result["python"] = sys.version.split()[0]
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     for key, value in result.items():

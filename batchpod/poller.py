@@ -1,0 +1,194 @@
+"""The status board: the statuses of every job in flight, read with few requests.
+
+Polling each job's status endpoint costs one request per job per poll, so the request rate
+grows with concurrency. The board instead reads AudioPod's job list (newest first, 100 jobs a
+page) and hands each waiting job its row: one request answers for up to 100 jobs. A job that
+the pages read do not reach (it is older than the newest few hundred) is asked for through its
+status endpoint. If the list endpoint cannot be used at all, the board falls back to status
+requests for every job.
+
+When to look: each job keeps its own schedule from ``PollPolicy`` (soon after the submit,
+then further apart as it ages); a sweep runs when the earliest job is due, and no sooner than
+half of ``PollPolicy.first_s`` after the previous sweep. Every sweep serves every waiting
+job, so the list is read about as often as the youngest job wants, whatever their number.
+
+It knows the ``StemApi`` protocol and nothing of files, budgets or terminals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+
+from batchpod.client import RemoteJob
+from batchpod.errors import ApiError, AuthenticationError, is_transient
+from batchpod.retry import PollPolicy, RetryPolicy
+
+log = logging.getLogger("batchpod")
+
+PAGE_SIZE = 100  # the most AudioPod's job list returns at once
+SINGLE_READS_AT_ONCE = 16  # status requests in flight for jobs the list did not reach
+LIST_FAILURES_BEFORE_SINGLES = 3  # transient list failures in a row before asking each job
+
+
+class StatusApi(Protocol):
+    """The two reads the board needs."""
+
+    async def status(self, job_id: str) -> RemoteJob: ...
+
+    async def list_jobs(self, *, skip: int = 0, limit: int = 50) -> list[RemoteJob]: ...
+
+
+@dataclass(slots=True)
+class _Waiter:
+    job_id: str
+    since: float  # when the job was submitted (anyio clock)
+    due: float  # when this job next wants a fresh status (anyio clock)
+    failures: int = 0
+    result: RemoteJob | None = None
+    error: ApiError | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class StatusBoard:
+    """Waits for jobs to end, reading their statuses in shared pages (see the module doc)."""
+
+    def __init__(
+        self,
+        api: StatusApi,
+        *,
+        poll: PollPolicy,
+        retry: RetryPolicy,
+        rng: random.Random,
+    ) -> None:
+        self.api = api
+        self.poll = poll
+        self.retry = retry
+        self.rng = rng
+        self.use_list = True
+        self.sweeps = 0
+        # One sweep answers for up to 100 jobs, so it may come twice as often as one job's
+        # quickest poll: that keeps the delay in noticing a short job's end near 0.1 s.
+        self.min_gap_s = poll.first_s / 2
+        self._waiters: dict[str, _Waiter] = {}
+        self._wake = anyio.Event()
+        self._singles = anyio.CapacityLimiter(SINGLE_READS_AT_ONCE)
+        self._list_failures = 0
+
+    async def wait(self, job_id: str) -> RemoteJob:
+        """The job's status once it is COMPLETED or FAILED; raises what made that unknowable."""
+        now = anyio.current_time()
+        waiter = _Waiter(job_id=job_id, since=now, due=now + self.poll.interval_s(0, rng=self.rng))
+        self._waiters[job_id] = waiter
+        self._wake.set()
+        try:
+            await waiter.done.wait()
+        finally:
+            self._waiters.pop(job_id, None)
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.result is not None
+        return waiter.result
+
+    async def run(self) -> None:
+        """Sweep whenever a job is due; runs until cancelled."""
+        last = -math.inf
+        while True:
+            if not self._waiters:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            due = min(w.due for w in self._waiters.values())
+            at = max(due, last + self.min_gap_s)
+            self._wake = anyio.Event()
+            with anyio.move_on_after(at - anyio.current_time()):
+                await self._wake.wait()  # a new job may be due sooner: look again
+                continue
+            last = anyio.current_time()
+            self.sweeps += 1
+            await self._sweep(last)
+
+    async def _sweep(self, now: float) -> None:
+        waiters = dict(self._waiters)
+        seen: dict[str, RemoteJob] = {}
+        if self.use_list:
+            try:
+                seen = await self._read_list(waiters)
+                self._list_failures = 0
+            except AuthenticationError as exc:
+                self._fail_all(exc)
+                return
+            except ApiError as exc:
+                self._list_failures += 1
+                if is_transient(exc) and self._list_failures < LIST_FAILURES_BEFORE_SINGLES:
+                    # Back every due job off rather than polling each one: under a 429 or an
+                    # outage, a burst of status requests is the worst answer.
+                    delay = self.retry.delay_s(
+                        2, retry_after_s=getattr(exc, "retry_after_s", None), rng=self.rng
+                    )
+                    for waiter in waiters.values():
+                        waiter.due = max(waiter.due, now + max(delay, self.poll.first_s))
+                    log.info("job list unavailable (%s); will try again", exc)
+                    return
+                if not is_transient(exc):
+                    log.warning("job list unusable (%s); polling each job instead", exc)
+                    self.use_list = False
+                # Still failing: this sweep asks each due job directly (bounded, backed off).
+        for job_id, row in seen.items():
+            self._observe(waiters[job_id], row, now)
+        unseen = [w for w in waiters.values() if w.job_id not in seen and w.due <= now]
+        if unseen:
+            async with anyio.create_task_group() as tg:
+                for waiter in unseen:
+                    tg.start_soon(self._read_one, waiter, now)
+
+    async def _read_one(self, waiter: _Waiter, now: float) -> None:
+        async with self._singles:
+            await self._read_status(waiter, now)
+
+    async def _read_list(self, waiters: dict[str, _Waiter]) -> dict[str, RemoteJob]:
+        """Rows for as many waiting jobs as the first few pages of the list hold."""
+        seen: dict[str, RemoteJob] = {}
+        pages = len(waiters) // PAGE_SIZE + 2
+        for page in range(pages):
+            rows = await self.api.list_jobs(skip=page * PAGE_SIZE, limit=PAGE_SIZE)
+            for row in rows:
+                if row.id in waiters:
+                    seen[row.id] = row
+            if len(rows) < PAGE_SIZE or len(seen) == len(waiters):
+                break
+        return seen
+
+    async def _read_status(self, waiter: _Waiter, now: float) -> None:
+        try:
+            row = await self.api.status(waiter.job_id)
+        except ApiError as exc:
+            if isinstance(exc, AuthenticationError) or not is_transient(exc):
+                waiter.error = exc
+                waiter.done.set()
+                return
+            waiter.failures += 1
+            wait = self.retry.delay_s(
+                waiter.failures, retry_after_s=getattr(exc, "retry_after_s", None), rng=self.rng
+            )
+            waiter.due = now + max(wait, self.poll.first_s)
+            return
+        waiter.failures = 0
+        self._observe(waiter, row, now)
+
+    def _observe(self, waiter: _Waiter, row: RemoteJob, now: float) -> None:
+        if row.status.terminal:
+            waiter.result = row
+            waiter.done.set()
+        elif waiter.due <= now:
+            waiter.due = now + self.poll.interval_s(now - waiter.since, rng=self.rng)
+
+    def _fail_all(self, exc: ApiError) -> None:
+        for waiter in list(self._waiters.values()):
+            waiter.error = exc
+            waiter.done.set()

@@ -1,0 +1,169 @@
+"""The worker pool and the status board on their own, over an in-memory StemApi.
+
+These tests need no server: the pool talks to AudioPod only through the StemApi protocol, and
+``MemoryApi`` here is a small implementation of that protocol (jobs end a fixed time after
+their submit). Behaviour over real sockets is covered by test_run.py.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchpod.budget import BudgetGuard
+from batchpod.client import RemoteJob, RemoteStatus
+from batchpod.errors import ServerError
+from batchpod.models import Job, JobResult, JobStatus, Mode, Source
+from batchpod.poller import PAGE_SIZE
+from batchpod.retry import NO_WAIT, PollPolicy
+from batchpod.runner import Pool, RunOptions
+
+FAST_POLL = PollPolicy(first_s=0.01, growth=0.25, max_s=0.05, jitter=0.2)
+
+
+class MemoryApi:
+    """Jobs that end `job_time_s` after their submit; counts calls and jobs in flight."""
+
+    def __init__(self, *, job_time_s: float = 0.03, list_fails: bool = False) -> None:
+        self.job_time_s = job_time_s
+        self.list_fails = list_fails
+        self.created: dict[str, float] = {}
+        self.calls = {"submit": 0, "status": 0, "list": 0, "download": 0}
+        self.active_peak = 0
+
+    def _row(self, job_id: str) -> RemoteJob:
+        done = anyio.current_time() >= self.created[job_id] + self.job_time_s
+        if not done:
+            return RemoteJob(id=job_id, status=RemoteStatus.PROCESSING)
+        urls = {"vocals": f"mem://{job_id}/vocals", "no_vocals": f"mem://{job_id}/no_vocals"}
+        return RemoteJob(id=job_id, status=RemoteStatus.COMPLETED, download_urls=urls)
+
+    def _active(self) -> int:
+        now = anyio.current_time()
+        return sum(1 for t in self.created.values() if now < t + self.job_time_s)
+
+    async def submit_url(self, url: str, *, mode: str, stem: str | None) -> RemoteJob:
+        self.calls["submit"] += 1
+        await anyio.lowlevel.checkpoint()
+        job_id = str(1000 + len(self.created))
+        self.created[job_id] = anyio.current_time()
+        self.active_peak = max(self.active_peak, self._active())
+        return RemoteJob(id=job_id, status=RemoteStatus.PENDING)
+
+    async def submit_file(self, path: Path, *, mode: str, stem: str | None) -> RemoteJob:
+        raise AssertionError("these tests submit URLs only")
+
+    async def status(self, job_id: str) -> RemoteJob:
+        self.calls["status"] += 1
+        await anyio.lowlevel.checkpoint()
+        return self._row(job_id)
+
+    async def list_jobs(self, *, skip: int = 0, limit: int = 50) -> list[RemoteJob]:
+        self.calls["list"] += 1
+        await anyio.lowlevel.checkpoint()
+        if self.list_fails:
+            raise ServerError("the list is down", http_status=503)
+        newest_first = sorted(self.created, key=lambda i: self.created[i], reverse=True)
+        return [self._row(i) for i in newest_first[skip : skip + limit]]
+
+    async def download(self, url: str, dest: Path) -> int:
+        self.calls["download"] += 1
+        await anyio.Path(dest).write_bytes(url.encode())
+        return len(url)
+
+
+class Quiet:
+    """A Reporter that keeps the finished results."""
+
+    def __init__(self) -> None:
+        self.finished: list[JobResult] = []
+
+    def job_event(self, job: Job, event: str, detail: str = "") -> None:
+        pass
+
+    def job_finished(self, result: JobResult) -> None:
+        self.finished.append(result)
+
+    def spent(self, cents: int) -> None:
+        pass
+
+
+def jobs(n: int) -> list[Job]:
+    return [
+        Job(name=f"song-{i}", source=Source(url=f"https://e.com/{i}.mp3"), mode=Mode.TWO)
+        for i in range(n)
+    ]
+
+
+def pool(api: MemoryApi, n: int, concurrency: int, tmp: Path, **options: object) -> Pool:
+    run_options = RunOptions(
+        concurrency=concurrency,
+        output_dir=tmp,
+        poll=FAST_POLL,
+        retry=NO_WAIT,
+        **options,  # type: ignore[arg-type]
+    )
+    guard = BudgetGuard(max_spend_cents=None, keep_balance_cents=None, balance_cents=None)
+    return Pool(api, jobs(n), run_options, budget=guard, reporter=Quiet(), rng=random.Random(1))
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.integers(1, 60), st.integers(1, 12))
+def test_peak_in_flight_never_exceeds_concurrency(tmp_path: Path, n: int, concurrency: int) -> None:
+    """However many jobs and workers, no more than `concurrency` jobs are ever in flight."""
+    api = MemoryApi()
+    p = pool(api, n, concurrency, tmp_path)
+    results = anyio.run(p.run)
+    assert [r.status for r in results] == [JobStatus.SUCCEEDED] * n
+    assert p.peak_in_flight <= concurrency
+    assert api.active_peak <= concurrency
+    if n >= 2 * concurrency:
+        assert p.peak_in_flight == concurrency  # and the pool does run that many at once
+
+
+@pytest.mark.anyio
+async def test_board_reads_many_jobs_with_few_requests(tmp_path: Path) -> None:
+    """With 250 jobs in flight, statuses come from list pages: far fewer requests than jobs."""
+    api = MemoryApi(job_time_s=0.2)
+    p = pool(api, 500, 250, tmp_path, download=False)
+    results = await p.run()
+    assert all(r.status is JobStatus.COMPLETED for r in results)
+    assert api.calls["submit"] == 500
+    assert api.calls["status"] == 0  # every job was found in the first pages
+    # Each sweep reads at most 250 // PAGE_SIZE + 2 pages, and sweeps are shared.
+    assert api.calls["list"] <= p.board.sweeps * (250 // PAGE_SIZE + 2)
+    # Polling each job would cost at least one status request per job.
+    assert api.calls["list"] < 500
+
+
+@pytest.mark.anyio
+async def test_board_asks_each_job_when_the_list_keeps_failing(tmp_path: Path) -> None:
+    """A job list that keeps answering 503 does not strand jobs: after a few failed sweeps
+    the board asks each due job's status endpoint, and every job still completes."""
+    api = MemoryApi(list_fails=True)
+    p = pool(api, 10, 5, tmp_path, download=False)
+    results = await p.run()
+    assert all(r.status is JobStatus.COMPLETED for r in results)
+    assert api.calls["list"] >= 3
+    assert api.calls["status"] >= 10
+
+
+@pytest.mark.anyio
+async def test_downloads_name_files_by_stem(tmp_path: Path) -> None:
+    """Each stem lands in output_dir/<name>/<stem>.wav and is recorded with its size."""
+    api = MemoryApi()
+    p = pool(api, 3, 2, tmp_path)
+    results = await p.run()
+    for result in results:
+        assert [f.stem for f in result.files] == ["no_vocals", "vocals"]
+        for file in result.files:
+            assert file.path == tmp_path / result.job.name / f"{file.stem}.wav"
+            assert file.path.stat().st_size == file.size

@@ -1,0 +1,105 @@
+"""The pure schedules: retry backoff and the polling ladder."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batchpod.budget import BudgetGuard, Refusal, cost_cents, usd
+from batchpod.retry import PollPolicy, RetryPolicy
+
+
+@given(st.integers(1, 60), st.integers(0, 2**32))
+def test_backoff_is_full_jitter_under_the_cap(retry: int, seed: int) -> None:
+    """The n-th retry waits uniform(0, min(max_backoff_s, base_s * 2**(n-1)))."""
+    policy = RetryPolicy(base_s=0.5, max_backoff_s=30.0)
+    delay = policy.delay_s(retry, rng=random.Random(seed))
+    assert 0.0 <= delay <= min(30.0, 0.5 * 2 ** (retry - 1))
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    """A server's Retry-After wins over the backoff, up to max_retry_after_s."""
+    policy = RetryPolicy(max_retry_after_s=60.0)
+    rng = random.Random(0)
+    assert policy.delay_s(1, retry_after_s=7.0, rng=rng) == 7.0
+    assert policy.delay_s(1, retry_after_s=3600.0, rng=rng) == 60.0
+
+
+def test_retries_are_bounded_by_attempts_and_time() -> None:
+    """Retrying stops at max_attempts, or when the next wait would pass max_total_s."""
+    policy = RetryPolicy(max_attempts=3, max_total_s=10.0)
+    assert policy.may_retry(1, elapsed_s=0.0, next_delay_s=1.0)
+    assert not policy.may_retry(3, elapsed_s=0.0, next_delay_s=1.0)
+    assert not policy.may_retry(1, elapsed_s=9.5, next_delay_s=1.0)
+
+
+def test_poll_interval_grows_with_age_and_is_capped() -> None:
+    """Young jobs are polled every first_s; older ones at a quarter of their age, up to max_s."""
+    policy = PollPolicy(first_s=0.25, growth=0.25, max_s=15.0, jitter=0.0)
+    rng = random.Random(0)
+    assert policy.interval_s(0.0, rng=rng) == 0.25
+    assert policy.interval_s(1.0, rng=rng) == 0.25
+    assert policy.interval_s(8.0, rng=rng) == 2.0
+    assert policy.interval_s(3600.0, rng=rng) == 15.0
+
+
+@given(st.floats(0, 10_000), st.integers(0, 2**32))
+def test_poll_jitter_stays_in_its_band(age: float, seed: int) -> None:
+    """Jitter moves each interval by at most the configured fraction."""
+    policy = PollPolicy(jitter=0.2)
+    plain = PollPolicy(jitter=0.0).interval_s(age, rng=random.Random(0))
+    got = policy.interval_s(age, rng=random.Random(seed))
+    assert plain * 0.8 <= got <= plain * 1.2
+
+
+@pytest.mark.parametrize(
+    ("seconds", "cents"), [(328, 55), (180, 30), (180.001, 31), (6, 1), (0.1, 1), (3600, 600)]
+)
+def test_cost_is_ten_cents_a_minute_rounded_up(seconds: float, cents: int) -> None:
+    """AudioPod's price: 10 c per minute of input, the total rounded up to whole cents."""
+    assert cost_cents(seconds) == cents
+
+
+def test_usd_formats_cents_for_people() -> None:
+    """Integer cents become dollars only for display."""
+    assert (usd(0), usd(5), usd(1234), usd(123456789), usd(-250)) == (
+        "$0.00",
+        "$0.05",
+        "$12.34",
+        "$1,234,567.89",
+        "-$2.50",
+    )
+
+
+@given(
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.integers(0, 50_000),
+    st.lists(st.tuples(st.integers(0, 3_000), st.sampled_from(["settle", "release"])), max_size=40),
+)
+def test_reservations_never_break_the_limits(
+    max_spend: int, keep: int, balance: int, jobs: list[tuple[int, str]]
+) -> None:
+    """However jobs are reserved, settled and released, spent + reserved <= max_spend and
+    balance - reserved >= keep_balance hold at every step."""
+    guard = BudgetGuard(max_spend_cents=max_spend, keep_balance_cents=keep, balance_cents=balance)
+    held: list[tuple[int, int, str]] = []
+    for token, (cents, end) in enumerate(jobs):
+        refused = guard.reserve(token, cents)
+        if refused is None:
+            held.append((token, cents, end))
+        else:
+            assert refused.reason in (Refusal.MAX_SPEND, Refusal.KEEP_BALANCE)
+        assert guard.spent_cents + guard.reserved_cents <= max_spend
+        if guard.balance_cents is not None and (balance - keep) >= 0:
+            assert guard.balance_cents - guard.reserved_cents >= keep
+        if len(held) > 2:  # finish the oldest job in flight
+            old, amount, how = held.pop(0)
+            if how == "settle":
+                guard.settle(old, amount)
+            else:
+                guard.release(old)
+    assert guard.spent_cents <= max_spend
