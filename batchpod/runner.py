@@ -254,6 +254,9 @@ class Pool:
             self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
         except JobFailed as exc:
             self._finish(progress, JobStatus.FAILED, error=exc.record)
+        except BatchpodError as exc:
+            # Any other condition we know of is this job's failure, never the run's.
+            self._finish(progress, JobStatus.FAILED, error=_record(exc))
 
     async def _submit(self, job: Job, progress: _Progress) -> RemoteJob:
         """Submit once; retry only when the request surely never reached AudioPod."""
@@ -343,9 +346,9 @@ class Pool:
                 break
             try:
                 size = await self._retrying(functools.partial(self.api.download, url, dest))
-            except DownloadLinkExpired:
+            except DownloadLinkExpired as exc:
                 if refreshed:
-                    raise
+                    raise JobFailed(_record(exc)) from exc
                 remote = await self._retrying(functools.partial(self.api.status, remote.id))
                 continue
             except DownloadError as exc:

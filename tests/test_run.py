@@ -227,6 +227,24 @@ def test_download_failure_is_reported(tmp_path: Path, env: None) -> None:
     assert "blocked: failed: OutputError" in err
 
 
+def test_expired_download_links_fail_the_job(tmp_path: Path, env: None) -> None:
+    """Links that expire before they are used are refreshed once, then the job fails with
+    the reason; the run finishes with exit 1 and no partial files."""
+    path = manifest(tmp_path, "  - {url: 'https://cdn.example.com/a.mp3', mode: two}\n")
+    with SandboxThread(SandboxSettings(processing_s=0.05, download_ttl_s=0.001)) as sb:
+        code, _, err = run(sb, path)
+        downloads = sb.stats()["downloads"]
+    assert code == 1
+    (job,) = results_of(path)["jobs"]
+    assert job["status"] == "failed"
+    assert job["error"]["type"] == "DownloadLinkExpired"
+    assert job["error"]["http_status"] == 403
+    assert downloads["denied"] == 2  # the first link, then the refreshed one
+    assert "a: failed: DownloadLinkExpired (HTTP 403)" in err
+    assert "Traceback" not in err
+    assert list((tmp_path / "stems" / "a").iterdir()) == []
+
+
 def test_no_download_records_urls(tmp_path: Path, env: None) -> None:
     """--no-download stops at completed jobs and records their download URLs."""
     path = manifest(tmp_path, "  - {url: 'https://cdn.example.com/a.mp3', mode: four}\n")
