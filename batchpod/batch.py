@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import signal
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,13 +24,24 @@ import anyio
 from batchpod import __version__
 from batchpod.budget import BudgetGuard
 from batchpod.client import ApiClient
-from batchpod.errors import ApiError, ResultsWriteError
-from batchpod.models import JobResult, Manifest
+from batchpod.errors import ApiError, OutputError, ResultsWriteError, SourceFileError
+from batchpod.journal import (
+    JobRecord,
+    JobState,
+    Journal,
+    JournalWriter,
+    RunLock,
+    default_state_path,
+    file_sha256,
+    job_key,
+)
+from batchpod.models import Job, JobResult, Manifest
 from batchpod.results import Format, Renderer, RunHeader, default_results_path, write_atomic
 from batchpod.retry import PollPolicy, RetryPolicy
 from batchpod.runner import Pool, Reporter, RunOptions, Stop, StopReason
 
 log = logging.getLogger("batchpod")
+_NO_RECORD = JobRecord(key="", state=JobState.PENDING, name="")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +59,9 @@ class BatchOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     handle_signals: bool = True  # SIGINT/SIGTERM stop the run cleanly (main thread only)
     flush_interval_s: float = 1.0
+    state_path: Path | None = None  # default: <manifest>.batchpod.db beside it
+    retry_failed: bool = False
+    grace_s: float = 30.0  # after a first signal, how long jobs in flight may still finish
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,11 +110,52 @@ async def run_batch(
         download=options.download,
         poll=options.poll,
         retry=options.retry,
+        retry_failed=options.retry_failed,
     )
     writer = _ResultsWriter(results_path, options.results_format, base=manifest.path.parent)
-    async with ApiClient(
-        base_url=options.base_url, api_key=options.api_key, max_connections=concurrency
-    ) as client:
+    state_path = options.state_path or default_state_path(manifest.path)
+    # Before anything is paid for: the stems and the results must have somewhere to go.
+    output_dir = manifest.output_dir if options.download else None
+    await anyio.to_thread.run_sync(_check_writable, output_dir, results_path)
+    with RunLock(state_path), Journal.open(state_path) as journal:
+        keys = await job_keys(manifest.jobs, journal)
+        records = journal.records()
+        return await _run_locked(
+            manifest,
+            options,
+            run_options,
+            header=header,
+            writer=writer,
+            journal=journal,
+            keys=keys,
+            records=records,
+            reporter=reporter,
+            exit_code_of=exit_code_of,
+        )
+
+
+async def _run_locked(
+    manifest: Manifest,
+    options: BatchOptions,
+    run_options: RunOptions,
+    *,
+    header: RunHeader,
+    writer: _ResultsWriter,
+    journal: Journal,
+    keys: Sequence[str],
+    records: Mapping[str, JobRecord],
+    reporter: Reporter,
+    exit_code_of: Callable[[RunSummary], int],
+) -> RunSummary:
+    journal_writer = JournalWriter(journal)
+    async with (
+        ApiClient(
+            base_url=options.base_url,
+            api_key=options.api_key,
+            max_connections=run_options.concurrency,
+        ) as client,
+        anyio.create_task_group() as signals,
+    ):
         # Pre-flight: a refused key stops the run here, before anything is submitted.
         before = await client.balance()
         header = replace(header, balance_before_cents=before.balance_cents)
@@ -107,49 +164,114 @@ async def run_batch(
             keep_balance_cents=manifest.budget.keep_balance_cents,
             balance_cents=before.balance_cents,
         )
-        pool = Pool(client, manifest.jobs, run_options, budget=guard, reporter=reporter)
+        pool = Pool(
+            client,
+            manifest.jobs,
+            run_options,
+            budget=guard,
+            reporter=reporter,
+            keys=keys,
+            records=records,
+            journal=journal_writer,
+        )
+        if options.handle_signals and threading.current_thread() is threading.main_thread():
+            # Watched until the results are written: a signal after the pool has ended must
+            # not cut the final bookkeeping short.
+            signals.start_soon(_stop_on_signals, pool, options.grace_s)
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.keep_fresh, header, pool, options.flush_interval_s)
-            if options.handle_signals:
-                tg.start_soon(_stop_on_signals, pool)
+            tg.start_soon(journal_writer.run)
             try:
                 await pool.run()
             finally:
                 tg.cancel_scope.cancel()
         results = pool.results()
         after: int | None = None
-        # Reading the charges is bookkeeping: it must not be cut short by the stop itself.
         with anyio.move_on_after(30, shield=True):
             results = await _with_costs(client, results)
+            costs = {
+                key: r.cost_cents
+                for key, r in zip(keys, results, strict=True)
+                if r.cost_cents is not None and records.get(key, _NO_RECORD).cost_cents is None
+            }
+            if costs:
+                await anyio.to_thread.run_sync(journal.set_costs, costs)
             try:
                 after = (await client.balance()).balance_cents
             except ApiError as exc:
                 log.warning("could not read the balance after the run: %s", exc)
-    summary = RunSummary(
-        results=tuple(results),
-        stop=pool.stop,
-        results_path=results_path,
-        started_at=started,
-        finished_at=time.time(),
-        balance_before_cents=before.balance_cents,
-        balance_after_cents=after,
-        peak_in_flight=pool.peak_in_flight,
-    )
-    header = replace(
-        header,
-        finished_at=summary.finished_at,
-        balance_after_cents=after,
-        exit_code=int(exit_code_of(summary)),
-        stopped=pool.stop.message if pool.stop else None,
-    )
-    with anyio.CancelScope(shield=True):
-        await writer.write(header, summary.results)
+        summary = RunSummary(
+            results=tuple(results),
+            stop=pool.stop,
+            results_path=writer.path,
+            started_at=header.started_at,
+            finished_at=time.time(),
+            balance_before_cents=before.balance_cents,
+            balance_after_cents=after,
+            peak_in_flight=pool.peak_in_flight,
+        )
+        header = replace(
+            header,
+            finished_at=summary.finished_at,
+            balance_after_cents=after,
+            exit_code=int(exit_code_of(summary)),
+            stopped=pool.stop.message if pool.stop else None,
+        )
+        with anyio.CancelScope(shield=True):
+            await writer.write(header, summary.results)
+        signals.cancel_scope.cancel()
     return summary
+
+
+def _check_writable(output_dir: Path | None, results_path: Path) -> None:
+    if output_dir is not None:
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=output_dir):
+                pass
+        except OSError as exc:
+            raise OutputError(path=output_dir, reason=exc.strerror or str(exc)) from exc
+    try:
+        with tempfile.TemporaryFile(dir=results_path.parent):
+            pass
+    except OSError as exc:
+        raise ResultsWriteError(path=results_path, reason=exc.strerror or str(exc)) from exc
+
+
+async def job_keys(jobs: Sequence[Job], journal: Journal, *, remember: bool = True) -> list[str]:
+    """Every job's content-addressed key; local files are hashed off the event loop, once.
+
+    A file's hash is kept in the state file with its size and modification time, so a re-run
+    hashes only files that changed.
+    """
+
+    def hash_files() -> dict[Path, str]:
+        hashes: dict[Path, str] = {}
+        for job in jobs:
+            path = job.source.file
+            if path is None or path in hashes:
+                continue
+            try:
+                info = path.stat()
+                cached = journal.cached_hash(path, info.st_size, info.st_mtime_ns)
+                if cached is None:
+                    cached = file_sha256(path)
+                    if remember:
+                        journal.remember_hash(path, info.st_size, info.st_mtime_ns, cached)
+            except OSError as exc:
+                raise SourceFileError(path=path, reason=exc.strerror or str(exc)) from exc
+            hashes[path] = cached
+        return hashes
+
+    hashes = await anyio.to_thread.run_sync(hash_files)
+    return [
+        job_key(job, file_hash=hashes[job.source.file] if job.source.file else None) for job in jobs
+    ]
 
 
 async def _with_costs(client: ApiClient, results: list[JobResult]) -> list[JobResult]:
     """Fill in each submitted job's charge from the usage log (one request per 100 rows)."""
-    wanted = {r.remote_id for r in results if r.remote_id is not None}
+    wanted = {r.remote_id for r in results if r.remote_id is not None and r.cost_cents is None}
     charges: dict[str, int] = {}
     page = 1
     # Newest rows come first; our jobs are the most recent, so a few pages cover them.
@@ -171,15 +293,35 @@ async def _with_costs(client: ApiClient, results: list[JobResult]) -> list[JobRe
     ]
 
 
-async def _stop_on_signals(pool: Pool) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            log.warning("%s received: stopping; jobs in flight are recorded as interrupted", name)
-            pool.halt(
-                Stop(reason=StopReason.INTERRUPTED, message=f"stopped by {name}", signal=signum),
-                cancel_in_flight=True,
-            )
+async def _stop_on_signals(pool: Pool, grace_s: float) -> None:
+    """First SIGINT/SIGTERM: take no new jobs, let those in flight finish for ``grace_s``.
+    A second signal, or the end of the grace period, abandons them (their state is kept)."""
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                stop = Stop(
+                    reason=StopReason.INTERRUPTED, message=f"stopped by {name}", signal=signum
+                )
+                if pool.stop is None or pool.stop.reason is not StopReason.INTERRUPTED:
+                    log.warning(
+                        "%s: no new jobs; waiting up to %g s for the %d in flight "
+                        "(again to stop at once)",
+                        name,
+                        grace_s,
+                        pool.in_flight,
+                    )
+                    pool.halt(stop, cancel_in_flight=False, replace=True)
+                    tg.start_soon(_end_grace, pool, stop, grace_s)
+                else:
+                    log.warning("%s again: stopping now; a re-run picks up where this left", name)
+                    pool.halt(stop, cancel_in_flight=True)
+
+
+async def _end_grace(pool: Pool, stop: Stop, grace_s: float) -> None:
+    await anyio.sleep(grace_s)
+    log.warning("grace period over: stopping; a re-run picks up where this left")
+    pool.halt(stop, cancel_in_flight=True)
 
 
 class _ResultsWriter:

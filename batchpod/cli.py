@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,18 +23,22 @@ import anyio
 
 from batchpod import __version__
 from batchpod import sandbox as sandbox_api
-from batchpod.batch import BatchOptions, RunSummary, run_batch
+from batchpod.batch import BatchOptions, RunSummary, job_keys, run_batch
 from batchpod.budget import usd
 from batchpod.client import DEFAULT_BASE_URL, ApiClient
 from batchpod.errors import (
     ApiError,
     AuthenticationError,
+    BadApiKey,
     BatchpodError,
     ConfigError,
     ManifestError,
     MissingApiKey,
+    OutputError,
     ResultsWriteError,
+    StateLocked,
 )
+from batchpod.journal import JobState, Journal, default_state_path
 from batchpod.manifest import check_manifest, load_manifest
 from batchpod.models import JobStatus
 from batchpod.progress import BarReporter, LogReporter
@@ -50,6 +55,7 @@ class ExitCode(IntEnum):
     AUTH = 4  # no key, or AudioPod refused it
     UNAVAILABLE = 69  # AudioPod could not be reached or answered wrongly before any work
     IO_ERROR = 74  # the results or stems could not be written (disk full, read-only, ...)
+    LOCKED = 75  # another run holds this manifest's state: try again later
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
 
@@ -100,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--results",
         metavar="PATH",
         type=Path,
-        help="where to write the results manifest (default: MANIFEST's name + .results.yaml)",
+        help="where to write the results manifest (default: MANIFEST's name + .results.yaml, "
+        "or .results.json with --format json)",
     )
     run.add_argument(
         "--format",
@@ -120,7 +127,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at completed jobs and record their download URLs instead of downloading",
     )
     run.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
+    run.add_argument(
+        "--state",
+        metavar="PATH",
+        type=Path,
+        help="the state file that makes re-runs resume (default: MANIFEST's name + .batchpod.db)",
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="submit jobs that failed in an earlier run again (each is a new charge)",
+    )
+    run.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=_seconds,
+        default=30.0,
+        help="after Ctrl-C or SIGTERM, how long jobs in flight may still finish (default: 30)",
+    )
     run.set_defaults(handler=_cmd_run)
+
+    status = commands.add_parser(
+        "status",
+        help="show what the state file knows about a manifest's jobs",
+        description=(
+            "Read the manifest's state file (even while a run holds it) and print the number "
+            "of jobs in each state; with -v, one line per job."
+        ),
+    )
+    status.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
+    status.add_argument("--state", metavar="PATH", type=Path, help="the state file to read")
+    status.add_argument("-v", "--verbose", action="store_true", help="one line per job")
+    status.set_defaults(handler=_cmd_status)
 
     balance = commands.add_parser(
         "balance",
@@ -163,6 +201,16 @@ def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -187,25 +235,53 @@ def main(
     try:
         with _logging_to(err):
             code: int = args.handler(args, out, err)
-    except ManifestError as exc:
+    except BaseExceptionGroup as group:
+        # Task groups wrap what their tasks raise; one condition inside is still one line.
+        inner = _sole_error(group)
+        if inner is None:
+            raise
+        return _report(inner, err)
+    except (BatchpodError, KeyboardInterrupt) as exc:
+        return _report(exc, err)
+    return code
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one BatchpodError or KeyboardInterrupt inside (nested) groups, if there is one."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    known = [e for e in leaves if isinstance(e, BatchpodError | KeyboardInterrupt)]
+    return known[0] if len(known) == 1 and len(leaves) == 1 else None
+
+
+def _report(exc: BaseException, err: TextIO) -> int:
+    """Print one condition the way users see it; return its exit code."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"{PROG}: interrupted", file=err)
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, ManifestError):
         for problem in exc.problems:
             print(problem, file=err)
         return ExitCode.USAGE
-    except (MissingApiKey, AuthenticationError) as exc:
-        print(f"{PROG}: error: {exc}", file=err)
-        return ExitCode.AUTH
-    except ResultsWriteError as exc:
-        print(f"{PROG}: error: {exc}", file=err)
-        return ExitCode.IO_ERROR
-    except ApiError as exc:
-        print(f"{PROG}: error: AudioPod could not be used: {exc}", file=err)
-        return ExitCode.UNAVAILABLE
-    except BatchpodError as exc:
-        print(f"{PROG}: error: {exc}", file=err)
-        return ExitCode.USAGE
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=err)
-        return ExitCode.INTERRUPTED
+    code: int
+    message = str(exc)
+    if isinstance(exc, MissingApiKey | BadApiKey | AuthenticationError):
+        code = ExitCode.AUTH
+    elif isinstance(exc, ResultsWriteError | OutputError):
+        code = ExitCode.IO_ERROR
+    elif isinstance(exc, StateLocked):
+        code = ExitCode.LOCKED
+    elif isinstance(exc, ApiError):
+        code, message = ExitCode.UNAVAILABLE, f"AudioPod could not be used: {exc}"
+    else:
+        code = ExitCode.USAGE
+    print(f"{PROG}: error: {message}", file=err)
     return code
 
 
@@ -262,6 +338,8 @@ def _api_key(args: argparse.Namespace) -> str:
     key = os.environ.get(args.api_key_env, "").strip()
     if not key:
         raise MissingApiKey(variable=args.api_key_env)
+    if not key.startswith("ap_"):
+        raise BadApiKey(variable=args.api_key_env)
     return key
 
 
@@ -303,6 +381,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 results_path=args.results,
                 results_format=args.format,
                 concurrency=args.concurrency,
+                state_path=args.state,
+                retry_failed=args.retry_failed,
+                grace_s=args.grace,
             )
             return await run_batch(manifest, options, reporter=reporter, exit_code_of=_exit_code)
 
@@ -353,4 +434,28 @@ def _cmd_balance(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     cents, spent = anyio.run(go)
     extra = f" (spent so far {usd(spent)})" if spent is not None else ""
     print(f"balance: {usd(cents)}{extra}", file=out)
+    return ExitCode.OK
+
+
+def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    manifest = load_manifest(args.manifest)
+    path = args.state or default_state_path(manifest.path)
+    with Journal.open(path, create=False, readonly=True) as journal:
+        records = journal.records()
+        keys = anyio.run(functools.partial(job_keys, manifest.jobs, journal, remember=False))
+    counts: dict[str, int] = {}
+    lines = []
+    for job, key in zip(manifest.jobs, keys, strict=True):
+        record = records.get(key)
+        state = record.state.value if record else "pending"
+        counts[state] = counts.get(state, 0) + 1
+        if args.verbose:
+            remote = f" id {record.remote_id}" if record and record.remote_id else ""
+            error = f": {record.error.message}" if record and record.error else ""
+            lines.append(f"{job.name}: {state}{remote}{error}")
+    order = [s.value for s in JobState]
+    summary = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+    print(f"{manifest.path.name}: {len(manifest.jobs)} jobs: {summary}", file=out)
+    for line in lines:
+        print(f"  {line}", file=out)
     return ExitCode.OK

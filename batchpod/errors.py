@@ -23,7 +23,12 @@ place that turns them into messages and exit codes.
         └── DownloadError         a stem could not be fetched or written (transient)
             └── DownloadLinkExpired   403/404 from the storage host: fetch fresh links, retry
     ├── MissingApiKey         the key's environment variable is unset or empty (variable)
-    └── ResultsWriteError     the results manifest could not be written (path, reason)
+    ├── ResultsWriteError     the results manifest could not be written (path, reason)
+    ├── StateError            the state file is corrupt, foreign or unwritable (path, reason)
+    ├── StateLocked           another run holds the state file's lock (path, holder_pid)
+    ├── SourceFileError       a local song in the manifest cannot be read (path, reason)
+    ├── BadApiKey             the key's variable holds something that is not an ap_ key
+    └── OutputError           the output folder cannot be created or written (path, reason)
 
 Each message says what is wrong and, where it can, how to fix it. No message, field or repr of
 an ``ApiError`` holds the API key: server text passes through ``redact`` on the way in.
@@ -298,3 +303,56 @@ class ResultsWriteError(BatchpodError):
         self.path = path
         self.reason = reason
         super().__init__(f"cannot write the results to {path}: {reason}")
+
+
+class StateError(BatchpodError):
+    """The state file cannot be used: corrupt, foreign, unreadable or unwritable."""
+
+    def __init__(self, *, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"state file {path}: {reason}; nothing was changed (move it aside, or pass "
+            "--state PATH for a fresh one)"
+        )
+
+
+class StateLocked(BatchpodError):
+    """Another run holds the state file's lock."""
+
+    def __init__(self, *, path: Path, holder_pid: str) -> None:
+        self.path = path
+        self.holder_pid = holder_pid
+        super().__init__(
+            f"another batchpod run (pid {holder_pid}) is using this state ({path}); "
+            "try again when it has finished"
+        )
+
+
+class SourceFileError(BatchpodError):
+    """A local song listed in the manifest cannot be read (to hash or upload it)."""
+
+    def __init__(self, *, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot read {path}: {reason}")
+
+
+class BadApiKey(BatchpodError):
+    """The key in the environment is not shaped like an AudioPod key (``ap_...``)."""
+
+    def __init__(self, *, variable: str) -> None:
+        self.variable = variable
+        super().__init__(
+            f"the key in {variable} is not an AudioPod API key (those start with ap_): "
+            "copy it again from the AudioPod dashboard"
+        )
+
+
+class OutputError(BatchpodError):
+    """The output folder cannot be created or written."""
+
+    def __init__(self, *, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot write stems to {path}: {reason}")

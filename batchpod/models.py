@@ -121,6 +121,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"  # AudioPod failed it, refused it, or a download could not finish
     SKIPPED = "skipped"  # never submitted: the run stopped (budget, balance, key, signal)
     INTERRUPTED = "interrupted"  # submitted, but the run stopped before it finished
+    UNKNOWN = "unknown"  # a submit's outcome could not be settled without guessing
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

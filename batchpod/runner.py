@@ -18,7 +18,7 @@ import random
 import re
 import time
 import wave
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from batchpod import reconcile
 from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard, cost_cents
 from batchpod.client import RemoteJob, RemoteStatus
 from batchpod.errors import (
@@ -37,15 +38,20 @@ from batchpod.errors import (
     DownloadError,
     DownloadLinkExpired,
     InsufficientBalance,
+    StateError,
     TransportError,
     is_transient,
     outcome_unknown,
 )
+from batchpod.journal import JobRecord, JobState
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.poller import StatusBoard
 from batchpod.retry import PollPolicy, RetryPolicy
 
 T = TypeVar("T")
+
+#: How many times the job list is searched for an unknown submit's job before sending again.
+RECONCILE_LOOKS = 2
 
 
 class StemApi(Protocol):
@@ -60,6 +66,17 @@ class StemApi(Protocol):
     async def list_jobs(self, *, skip: int = 0, limit: int = 50) -> list[RemoteJob]: ...
 
     async def download(self, url: str, dest: Path) -> int: ...
+
+
+class JournalSink(Protocol):
+    """Where job records go: ``put`` returns once the record is durable."""
+
+    async def put(self, record: JobRecord) -> None: ...
+
+
+class _NoJournal:
+    async def put(self, record: JobRecord) -> None:
+        pass
 
 
 class Reporter(Protocol):
@@ -101,6 +118,7 @@ class RunOptions:
     poll: PollPolicy = field(default_factory=PollPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     job_timeout_s: float = 6 * 3600.0
+    retry_failed: bool = False  # submit jobs that failed in an earlier run again
     cents_per_minute: int = 10
     assumed_duration_s: float = DEFAULT_ASSUMED_DURATION_S
 
@@ -115,6 +133,11 @@ class RunOptions:
 class _Progress:
     """A job's mutable record while a worker holds it."""
 
+    key: str
+    name: str
+    state: JobState = JobState.PENDING
+    intent_at: float | None = None
+    cost_cents: int | None = None
     status: JobStatus = JobStatus.SKIPPED
     remote_id: str | None = None
     submitted_at: float | None = None
@@ -128,13 +151,51 @@ class _Progress:
     reason: str | None = None
     done: bool = False
 
+    def restore(self, record: JobRecord) -> None:
+        """Take up where an earlier run left this job."""
+        self.state = record.state
+        self.remote_id = record.remote_id
+        self.intent_at = record.intent_at
+        self.submitted_at = record.submitted_at
+        self.completed_at = record.completed_at
+        self.attempts = record.attempts
+        self.cost_cents = record.cost_cents
+        self.files = list(record.files)
+        self.quality_scores = dict(record.quality_scores)
+        self.error = record.error
+
+    def record(self) -> JobRecord:
+        """The job's state-file record as it stands."""
+        return JobRecord(
+            key=self.key,
+            state=self.state,
+            name=self.name,
+            remote_id=self.remote_id,
+            intent_at=self.intent_at,
+            submitted_at=self.submitted_at,
+            completed_at=self.completed_at,
+            attempts=self.attempts,
+            cost_cents=self.cost_cents,
+            files=tuple(self.files),
+            quality_scores=dict(self.quality_scores),
+            error=self.error,
+        )
+
 
 class JobFailed(Exception):
     """Internal: ends one job as failed with this record."""
 
-    def __init__(self, record: ErrorRecord) -> None:
+    def __init__(self, record: ErrorRecord, *, maybe_charged: bool = False) -> None:
         super().__init__(record.message)
         self.record = record
+        self.maybe_charged = maybe_charged
+
+
+class _Unresolved(JobFailed):
+    """Internal: the job's submit outcome is unknown and cannot be settled without guessing."""
+
+    def __init__(self, record: ErrorRecord) -> None:
+        super().__init__(record, maybe_charged=True)
 
 
 class Pool:
@@ -148,6 +209,9 @@ class Pool:
         *,
         budget: BudgetGuard,
         reporter: Reporter,
+        keys: Sequence[str] | None = None,
+        records: Mapping[str, JobRecord] | None = None,
+        journal: JournalSink | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -162,7 +226,15 @@ class Pool:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.changes = 0  # counts job state changes, so watchers can tell when to look again
-        self._progress = [_Progress() for _ in self.jobs]
+        # Without a state file (tests, embedding), each job is its own key.
+        self.keys = tuple(keys) if keys is not None else tuple(str(i) for i in range(len(jobs)))
+        self.records = dict(records or {})
+        self.journal = journal or _NoJournal()
+        self.claimed = {r.remote_id for r in self.records.values() if r.remote_id is not None}
+        self._first_of_key: dict[str, int] = {}
+        self._progress = [
+            _Progress(key=key, name=job.name) for key, job in zip(self.keys, self.jobs, strict=True)
+        ]
         self._cancel: anyio.CancelScope | None = None
         self.board = StatusBoard(api, poll=options.poll, retry=options.retry, rng=self.rng)
 
@@ -183,9 +255,13 @@ class Pool:
                 board.cancel_scope.cancel()  # every job has ended: nothing left to watch
         return self.results()
 
-    def halt(self, stop: Stop, *, cancel_in_flight: bool) -> None:
-        """Take no new jobs; with ``cancel_in_flight``, abandon the ones in flight too."""
-        if self.stop is None:
+    def halt(self, stop: Stop, *, cancel_in_flight: bool, replace: bool = False) -> None:
+        """Take no new jobs; with ``cancel_in_flight``, abandon the ones in flight too.
+
+        The first stop's reason is kept, unless ``replace`` (a signal outranks a budget stop:
+        the exit code must say the run was interrupted).
+        """
+        if self.stop is None or replace:
             self.stop = stop
         if cancel_in_flight and self._cancel is not None:
             self._cancel.cancel()
@@ -220,29 +296,41 @@ class Pool:
 
     async def _process(self, index: int) -> None:
         job, progress = self.jobs[index], self._progress[index]
-        progress.estimate_cents = self._estimate_cents(job)
-        refused = self.budget.reserve(index, progress.estimate_cents)
-        if refused is not None:
-            progress.reason = str(refused.reason)
-            self.halt(Stop(reason=StopReason.BUDGET, message=str(refused)), cancel_in_flight=False)
+        key = self.keys[index]
+        first = self._first_of_key.setdefault(key, index)
+        if first != index:
+            # The same song, mode and stem again (e.g. one file under two names): one job.
+            progress.reason = f"same song, mode and stem as {self.jobs[first].name!r}"
+            self._finish(progress, JobStatus.SKIPPED)
             return
+        prior = self.records.get(key)
+        state = prior.state if prior is not None else JobState.PENDING
+        if prior is not None:
+            progress.restore(prior)
         try:
-            remote = await self._submit(job, progress)
-        except InsufficientBalance as exc:
-            self.budget.release(index)
-            progress.reason = StopReason.BALANCE.value
-            self.halt(Stop(reason=StopReason.BALANCE, message=str(exc)), cancel_in_flight=False)
-            return
-        except AuthenticationError as exc:
-            self.budget.release(index)
-            progress.reason = StopReason.AUTH.value
-            self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
-            return
-        except JobFailed as exc:
-            self.budget.release(index)
-            self._finish(progress, JobStatus.FAILED, error=exc.record)
-            return
-        try:
+            if state is JobState.DOWNLOADED and self._intact(prior):
+                self.reporter.job_event(job, "already done")
+                self._finish(progress, JobStatus.SUCCEEDED)
+                return
+            if state is JobState.FAILED and not self.options.retry_failed:
+                progress.reason = "failed in an earlier run (--retry-failed submits it again)"
+                self._finish(progress, JobStatus.FAILED, error=progress.error)
+                return
+            remote: RemoteJob | None = None
+            if state in (JobState.SUBMITTED, JobState.COMPLETED, JobState.DOWNLOADED):
+                assert progress.remote_id is not None
+                self.reporter.job_event(job, "resuming", f"id {progress.remote_id}")
+                status = RemoteStatus.PROCESSING
+                if state is not JobState.SUBMITTED:
+                    status = RemoteStatus.COMPLETED  # fetch fresh links below
+                remote = RemoteJob(id=progress.remote_id, status=status)
+            elif state in (JobState.SUBMITTING, JobState.UNKNOWN):
+                assert prior is not None and prior.intent_at is not None
+                remote = await self._reconcile(job, progress, prior.intent_at)
+            if remote is None:
+                remote = await self._reserve_and_submit(job, progress, index)
+                if remote is None:
+                    return
             with anyio.fail_after(self.options.job_timeout_s):
                 await self._follow(job, progress, remote, index)
         except TimeoutError:
@@ -252,18 +340,57 @@ class Pool:
             self._finish(progress, JobStatus.FAILED, error=record)
         except AuthenticationError as exc:
             self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
+        except _Unresolved as exc:
+            self._finish(progress, JobStatus.UNKNOWN, error=exc.record)
         except JobFailed as exc:
             self._finish(progress, JobStatus.FAILED, error=exc.record)
+        except StateError:
+            raise  # the state file cannot be written: a run-level condition
         except BatchpodError as exc:
             # Any other condition we know of is this job's failure, never the run's.
             self._finish(progress, JobStatus.FAILED, error=_record(exc))
 
+    async def _reserve_and_submit(
+        self, job: Job, progress: _Progress, index: int
+    ) -> RemoteJob | None:
+        progress.estimate_cents = self._estimate_cents(job)
+        refused = self.budget.reserve(index, progress.estimate_cents)
+        if refused is not None:
+            progress.reason = str(refused.reason)
+            self.halt(Stop(reason=StopReason.BUDGET, message=str(refused)), cancel_in_flight=False)
+            return None
+        try:
+            return await self._submit(job, progress)
+        except InsufficientBalance as exc:
+            self.budget.release(index)
+            progress.reason = StopReason.BALANCE.value
+            await self._save(progress, JobState.PENDING)  # 402: nothing was created
+            self.halt(Stop(reason=StopReason.BALANCE, message=str(exc)), cancel_in_flight=False)
+            return None
+        except AuthenticationError as exc:
+            self.budget.release(index)
+            progress.reason = StopReason.AUTH.value
+            await self._save(progress, JobState.PENDING)
+            self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
+            return None
+        except JobFailed as exc:
+            if not exc.maybe_charged:
+                self.budget.release(index)
+            raise  # a job may exist and be charged: its hold stays, so no cap is passed
+
     async def _submit(self, job: Job, progress: _Progress) -> RemoteJob:
-        """Submit once; retry only when the request surely never reached AudioPod."""
+        """Submit; never send again unless AudioPod surely has no job from an earlier send.
+
+        The intent is committed before each send. A send that surely never arrived (refused
+        connection, 429) is retried under the retry policy; one whose outcome is unknown is
+        reconciled against the job list, and sent again only if no job came of it.
+        """
         mode, stem = job.mode.value, job.stem.value if job.stem else None
         started = anyio.current_time()
         while True:
             progress.attempts += 1
+            progress.intent_at = self.clock()
+            await self._save(progress, JobState.SUBMITTING)
             if progress.attempts == 1:
                 self.reporter.job_event(job, "submitting")
             else:
@@ -277,22 +404,70 @@ class Pool:
             except (AuthenticationError, InsufficientBalance):
                 raise
             except ApiError as exc:
-                # A submit is not idempotent: retrying one that may have reached AudioPod
-                # could pay twice. Only a refused connection or a 429 is surely unsent.
-                unsent = isinstance(exc, TransportError) and exc.sent is False
-                if (unsent or exc.http_status == 429) and await self._backoff(
-                    progress.attempts, started, exc
+                if outcome_unknown(exc):
+                    await self._save(progress, JobState.UNKNOWN)
+                    self.reporter.job_event(job, "submit outcome unknown", str(exc))
+                    adopted = await self._reconcile(job, progress, progress.intent_at)
+                    if adopted is not None:
+                        return adopted
+                elif not (
+                    (isinstance(exc, TransportError) or exc.http_status == 429)
+                    and await self._backoff(progress.attempts, started, exc)
                 ):
-                    continue
-                raise JobFailed(_record(exc, ambiguous=outcome_unknown(exc))) from exc
-            progress.remote_id = remote.id
-            progress.submitted_at = self.clock()
-            self.changes += 1
-            self.reporter.job_event(job, "submitted", f"id {remote.id}")
+                    progress.error = _record(exc)
+                    await self._save(progress, JobState.FAILED)
+                    raise JobFailed(progress.error) from exc
+                if progress.attempts >= self.options.retry.max_attempts:
+                    raise JobFailed(_record(exc), maybe_charged=outcome_unknown(exc)) from exc
+                continue
+            await self._submitted(job, progress, remote.id)
             return remote
 
+    async def _submitted(self, job: Job, progress: _Progress, remote_id: str) -> None:
+        progress.remote_id = remote_id
+        progress.submitted_at = self.clock()
+        self.claimed.add(remote_id)
+        await self._save(progress, JobState.SUBMITTED)
+        self.changes += 1
+        self.reporter.job_event(job, "submitted", f"id {remote_id}")
+
+    async def _reconcile(self, job: Job, progress: _Progress, intent_at: float) -> RemoteJob | None:
+        """The remote job an unknown submit created, None if it created none (see reconcile)."""
+        result = None
+        for attempt in range(RECONCILE_LOOKS):
+            if attempt:
+                await anyio.sleep(self.options.poll.first_s * 2)  # a new job may list late
+            result = await self._retrying(
+                functools.partial(
+                    reconcile.search, self.api, job, intent_at=intent_at, claimed=self.claimed
+                )
+            )
+            if result.candidates:
+                break
+        assert result is not None
+        if len(result.candidates) > 1:
+            ids = ", ".join(c.id for c in result.candidates)
+            await self._save(progress, JobState.UNKNOWN)
+            raise _Unresolved(
+                ErrorRecord(
+                    type="AmbiguousSubmit",
+                    message=(
+                        f"the submit's outcome is unknown and AudioPod jobs {ids} all match it; "
+                        "batchpod will not guess: check them (delete the extra ones), then "
+                        "re-run"
+                    ),
+                )
+            )
+        if result.adopted is None:
+            self.reporter.job_event(job, "no job came of the earlier submit")
+            return None
+        adopted = result.adopted
+        self.reporter.job_event(job, "found its job", f"id {adopted.id}")
+        await self._submitted(job, progress, adopted.id)
+        return adopted
+
     async def _follow(self, job: Job, progress: _Progress, remote: RemoteJob, index: int) -> None:
-        """Poll until the job ends, then download its stems."""
+        """Wait until the job ends, then download its stems."""
         if not remote.status.terminal:
             try:
                 remote = await self.board.wait(remote.id)
@@ -307,16 +482,23 @@ class Pool:
             and not remote.download_urls
         ):
             remote = await self._retrying(functools.partial(self.api.status, remote.id))
-        progress.completed_at = self.clock()
+        if progress.completed_at is None:
+            progress.completed_at = self.clock()
         if remote.status is RemoteStatus.FAILED:
             self.budget.release(index)  # AudioPod refunds failed jobs
             message = remote.error_message or "AudioPod reported the job as failed"
-            raise JobFailed(ErrorRecord(type="RemoteJobFailed", message=message))
-        # TODO(money issue): settle with the usage log's actual charge, not the estimate.
-        self.budget.settle(index, progress.estimate_cents)
-        self.reporter.spent(self.budget.spent_cents)
-        progress.quality_scores = dict(remote.quality_scores)
+            progress.error = ErrorRecord(type="RemoteJobFailed", message=message)
+            await self._save(progress, JobState.FAILED)
+            raise JobFailed(progress.error)
+        if progress.estimate_cents:
+            # TODO(money issue): settle with the usage log's actual charge, not the estimate.
+            self.budget.settle(index, progress.estimate_cents)
+            self.reporter.spent(self.budget.spent_cents)
+        if remote.quality_scores:
+            progress.quality_scores = dict(remote.quality_scores)
         progress.download_urls = dict(remote.download_urls)
+        if progress.state is not JobState.DOWNLOADED:
+            await self._save(progress, JobState.COMPLETED)
         self.reporter.job_event(job, "separated", f"{len(remote.download_urls)} stems")
         if not self.options.download:
             self._finish(progress, JobStatus.COMPLETED)
@@ -327,12 +509,17 @@ class Pool:
             )
         folder = self.options.output_dir / job.name
         try:
-            await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+            await anyio.to_thread.run_sync(_prepare_folder, folder)
         except OSError as exc:
             message = f"cannot create {folder}: {exc.strerror or exc}"
             raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
+        have = {f.stem: f for f in progress.files if _intact_file(f)}
+        progress.files = list(have.values())
         for stem in sorted(remote.download_urls):
-            remote = await self._download(job, progress, remote, stem, folder)
+            if stem not in have:
+                remote = await self._download(job, progress, remote, stem, folder)
+        progress.files.sort(key=lambda f: f.stem)
+        await self._save(progress, JobState.DOWNLOADED)
         self._finish(progress, JobStatus.SUCCEEDED)
 
     async def _download(
@@ -396,6 +583,14 @@ class Pool:
             duration = self.options.assumed_duration_s
         return cost_cents(duration, cents_per_minute=self.options.cents_per_minute)
 
+    async def _save(self, progress: _Progress, state: JobState) -> None:
+        """Move the job to ``state`` and make that durable before going on."""
+        progress.state = state
+        await self.journal.put(progress.record())
+
+    def _intact(self, record: JobRecord | None) -> bool:
+        return record is not None and bool(record.files) and all(map(_intact_file, record.files))
+
     def _finish(
         self, progress: _Progress, status: JobStatus, *, error: ErrorRecord | None = None
     ) -> None:
@@ -409,7 +604,8 @@ class Pool:
         status = p.status
         reason = p.reason
         if not p.done:
-            if p.remote_id is not None:
+            if p.remote_id is not None or p.state in (JobState.SUBMITTING, JobState.UNKNOWN):
+                # Submitted, or perhaps submitted: the state file lets a re-run find it.
                 status = JobStatus.INTERRUPTED
             else:
                 status = JobStatus.SKIPPED
@@ -422,6 +618,7 @@ class Pool:
             submitted_at=p.submitted_at,
             completed_at=p.completed_at,
             attempts=p.attempts,
+            cost_cents=p.cost_cents,
             files=tuple(p.files),
             quality_scores=dict(p.quality_scores),
             download_urls=dict(p.download_urls) if not self.options.download else {},
@@ -453,6 +650,21 @@ def _safe_stem(stem: str) -> str:
 def _suffix(url: str) -> str:
     suffix = Path(urlsplit(url).path).suffix.lower()
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".wav"
+
+
+def _intact_file(file: OutputFile) -> bool:
+    """Whether a downloaded stem is still there with the size it was written with."""
+    try:
+        return file.path.stat().st_size == file.size
+    except OSError:
+        return False
+
+
+def _prepare_folder(folder: Path) -> None:
+    """Create a job's folder, and clear temporary files a killed run left in it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.part-*"):
+        stale.unlink(missing_ok=True)
 
 
 def wav_duration_s(path: Path) -> float | None:

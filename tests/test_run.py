@@ -312,14 +312,15 @@ def test_insufficient_balance_stops_exit_3(tmp_path: Path, env: None) -> None:
 
 
 def test_sigint_records_in_flight_jobs_exit_130(tmp_path: Path, env: None) -> None:
-    """Ctrl-C mid-run: in-flight jobs are recorded as interrupted with their ids; exit 130."""
+    """Ctrl-C mid-run, jobs outlasting the grace period: they are recorded as interrupted
+    with their ids, the rest as skipped; the results are written; exit 130."""
     body = "".join(f"  - {{url: 'https://cdn.example.com/{i}.mp3', mode: two}}\n" for i in range(6))
     path = manifest(tmp_path, body, concurrency=2)
     with SandboxThread(SandboxSettings(processing_s=30)) as sb:
         timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
         try:
-            code, _, err = run(sb, path)
+            code, _, err = run(sb, path, "--grace", "0.5")
         finally:
             timer.cancel()
     assert code == 130
