@@ -163,6 +163,10 @@ class Journal:
             raise StateError(path=path, reason="no state file (has this manifest been run?)")
         if exists:
             _check_header(path)
+            if not readonly:
+                # Look before touching: switching to WAL would already rewrite the header of
+                # someone else's database.
+                cls.open(path, create=False, readonly=True).close()
         try:
             if readonly:
                 db = sqlite3.connect(
@@ -214,6 +218,9 @@ class Journal:
         self._check_meta()
 
     def _check_meta(self) -> None:
+        tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if tables == 0:
+            return  # empty: a run was killed while creating it; it is set up on first write
         try:
             rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
@@ -260,6 +267,8 @@ class Journal:
 
     def records(self) -> dict[str, JobRecord]:
         """Every job's record, by key."""
+        if not self._has_jobs_table():
+            return {}
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs").fetchall()
         return {row["key"]: _record(row) for row in rows}
 
@@ -268,8 +277,16 @@ class Journal:
         rows = self._db.execute("SELECT remote_id FROM jobs WHERE remote_id IS NOT NULL")
         return {r[0] for r in rows}
 
+    def _has_jobs_table(self) -> bool:
+        row = self._db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'file_hashes'"
+        ).fetchone()
+        return bool(row[0])
+
     def cached_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
         """A file's content hash from an earlier run, if the file looks unchanged."""
+        if not self._has_jobs_table():
+            return None
         row = self._db.execute(
             "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
             (str(path), size, mtime_ns),

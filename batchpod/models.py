@@ -158,8 +158,11 @@ class JobResult:
     download_urls: Mapping[str, str] = field(default_factory=dict)
     error: ErrorRecord | None = None
     reason: str | None = None  # for skipped jobs: why
+    duplicate_of: str | None = None  # the job (by name) that does this one's work
 
     @property
     def ok(self) -> bool:
-        """Whether the job did what the run asked of it."""
-        return self.status in (JobStatus.SUCCEEDED, JobStatus.COMPLETED)
+        """Whether the job did what the run asked of it (a duplicate's twin does its work)."""
+        return self.status in (JobStatus.SUCCEEDED, JobStatus.COMPLETED) or bool(
+            self.duplicate_of
+        )

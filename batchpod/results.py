@@ -91,6 +91,8 @@ def _entry(result: JobResult, base: Path) -> dict[str, Any]:
     entry["status"] = result.status.value
     if result.reason:
         entry["reason"] = result.reason
+    if result.duplicate_of:
+        entry["duplicate_of"] = result.duplicate_of
     entry["remote_id"] = result.remote_id
     entry["submitted_at"] = _iso(result.submitted_at)
     entry["completed_at"] = _iso(result.completed_at)

@@ -149,6 +149,7 @@ class _Progress:
     download_urls: dict[str, str] = field(default_factory=dict)
     error: ErrorRecord | None = None
     reason: str | None = None
+    duplicate_of: str | None = None
     done: bool = False
 
     def restore(self, record: JobRecord) -> None:
@@ -301,6 +302,7 @@ class Pool:
         if first != index:
             # The same song, mode and stem again (e.g. one file under two names): one job.
             progress.reason = f"same song, mode and stem as {self.jobs[first].name!r}"
+            progress.duplicate_of = self.jobs[first].name
             self._finish(progress, JobStatus.SKIPPED)
             return
         prior = self.records.get(key)
@@ -624,6 +626,7 @@ class Pool:
             download_urls=dict(p.download_urls) if not self.options.download else {},
             error=p.error,
             reason=reason,
+            duplicate_of=p.duplicate_of,
         )
 
 

@@ -194,6 +194,10 @@ async def _submit(request: web.Request) -> web.StreamResponse:
     )
     if state.draw_lost_submit():
         raise ApiError(502, None)
+    if state.settings.submit_reply_delay_s:
+        # The job exists and is charged from here on: a client that dies or gives up now
+        # has paid without learning the job's id (what crash tests need to provoke).
+        await asyncio.sleep(state.settings.submit_reply_delay_s)
     return web.json_response(state.render_job(job, now, media_base=_media_base(request)))
 
 

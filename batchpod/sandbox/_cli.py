@@ -161,6 +161,15 @@ def add_arguments(parser: argparse.ArgumentParser, *, server: bool = True) -> No
         help="delay added to every API response (default %(default)s)",
     )
     add(
+        "--submit-reply-delay",
+        dest="sandbox_submit_reply_delay_s",
+        type=float,
+        default=d.submit_reply_delay_s,
+        metavar="SECONDS",
+        help="delay between a submit creating its job and the reply, to test crashes in that "
+        "window (default %(default)s)",
+    )
+    add(
         "--failure-rate",
         dest="sandbox_failure_rate",
         type=_fraction,
@@ -277,6 +286,7 @@ def settings_from_args(ns: argparse.Namespace) -> SandboxSettings:
         rate_429=ns.sandbox_rate_429,
         rate_5xx=ns.sandbox_rate_5xx,
         lost_submit_rate=ns.sandbox_lost_submit_rate,
+        submit_reply_delay_s=ns.sandbox_submit_reply_delay_s,
         retry_after_s=ns.sandbox_retry_after_s,
         rps_limit=ns.sandbox_rps_limit,
         download_ttl_s=ns.sandbox_download_ttl_s,
