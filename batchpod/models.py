@@ -163,6 +163,4 @@ class JobResult:
     @property
     def ok(self) -> bool:
         """Whether the job did what the run asked of it (a duplicate's twin does its work)."""
-        return self.status in (JobStatus.SUCCEEDED, JobStatus.COMPLETED) or bool(
-            self.duplicate_of
-        )
+        return self.status in (JobStatus.SUCCEEDED, JobStatus.COMPLETED) or bool(self.duplicate_of)

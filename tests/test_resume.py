@@ -84,7 +84,9 @@ def test_sigkill_at_30_moments_never_pays_twice(tmp_path: Path) -> None:
     delays = [0.42 + 0.06 * i for i in range(13)]  # seconds after start (startup is ~0.4 s)
     kills = 0
     windows = 0  # kills that left a job 'submitting' in the state file: paid, id unknown
-    for scenario in range(10):
+    for scenario in range(25):  # until 30 kills have landed (early kills can miss a fast run)
+        if kills >= 30:
+            break
         folder = tmp_path / f"s{scenario}"
         folder.mkdir()
         path = write_manifest(folder, URLS, concurrency=3)
@@ -125,7 +127,6 @@ def test_sigkill_at_30_moments_never_pays_twice(tmp_path: Path) -> None:
             for entry in job["files"]:
                 with wave.open(str(folder / entry["path"])) as audio:
                     assert audio.getnframes() == 32_000
-    print(f"kill points: {kills}, in the paid-but-unanswered window: {windows}")
     assert kills >= 30
     assert windows >= 1, "no kill landed between a submit's job creation and its reply"
 
