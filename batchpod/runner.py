@@ -44,6 +44,7 @@ from batchpod.errors import (
     outcome_unknown,
 )
 from batchpod.journal import JobRecord, JobState
+from batchpod.manifest import normalize_url
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.poller import StatusBoard
 from batchpod.retry import PollPolicy, RetryPolicy
@@ -233,6 +234,7 @@ class Pool:
         self.journal = journal or _NoJournal()
         self.claimed = {r.remote_id for r in self.records.values() if r.remote_id is not None}
         self._first_of_key: dict[str, int] = {}
+        self._source_locks: dict[str, anyio.Lock] = {}
         self._progress = [
             _Progress(key=key, name=job.name) for key, job in zip(self.keys, self.jobs, strict=True)
         ]
@@ -246,6 +248,7 @@ class Pool:
         send, receive = anyio.create_memory_object_stream[int](0)
         with anyio.CancelScope() as scope:
             self._cancel = scope
+            await self._reconcile_earlier_unknowns()
             async with anyio.create_task_group() as board:
                 board.start_soon(self.board.run)
                 async with anyio.create_task_group() as tg:
@@ -255,6 +258,40 @@ class Pool:
                     await self._feed(send)
                 board.cancel_scope.cancel()  # every job has ended: nothing left to watch
         return self.results()
+
+    async def _reconcile_earlier_unknowns(self) -> None:
+        """Settle submits an earlier run left unknown before anything new is submitted, so
+        that no job created by this run can be mistaken for one of theirs."""
+        limiter = anyio.CapacityLimiter(8)
+
+        async def settle(index: int) -> None:
+            async with limiter:
+                job, progress, key = self.jobs[index], self._progress[index], self.keys[index]
+                record = self.records[key]
+                progress.restore(record)
+                assert record.intent_at is not None
+                try:
+                    remote = await self._reconcile(job, progress, record.intent_at)
+                except _Unresolved as exc:
+                    self._finish(progress, JobStatus.UNKNOWN, error=exc.record)
+                    return
+                except (JobFailed, ApiError):
+                    return  # the worker will look again when it takes the job
+                if remote is None:
+                    progress.state = JobState.PENDING  # no job came of it: submit afresh
+                self.records[key] = progress.record()
+
+        unknown = [
+            i
+            for i, key in enumerate(self.keys)
+            if key in self.records
+            and self.records[key].state in (JobState.SUBMITTING, JobState.UNKNOWN)
+            and self.records[key].intent_at is not None
+        ]
+        if unknown:
+            async with anyio.create_task_group() as tg:
+                for index in dict.fromkeys(unknown):
+                    tg.start_soon(settle, index)
 
     def halt(self, stop: Stop, *, cancel_in_flight: bool, replace: bool = False) -> None:
         """Take no new jobs; with ``cancel_in_flight``, abandon the ones in flight too.
@@ -283,6 +320,9 @@ class Pool:
             async for index in receive:
                 if self.stop is not None:
                     continue  # leave it skipped; drain so the feeder is never stuck
+                if self._progress[index].done:
+                    self.reporter.job_finished(self._result(index))
+                    continue  # settled before the run began (an unresolvable unknown)
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 try:
@@ -387,7 +427,6 @@ class Pool:
         connection, 429) is retried under the retry policy; one whose outcome is unknown is
         reconciled against the job list, and sent again only if no job came of it.
         """
-        mode, stem = job.mode.value, job.stem.value if job.stem else None
         started = anyio.current_time()
         while True:
             progress.attempts += 1
@@ -397,33 +436,47 @@ class Pool:
                 self.reporter.job_event(job, "submitting")
             else:
                 self.reporter.job_event(job, "submitting again", f"attempt {progress.attempts}")
-            try:
-                if job.source.url is not None:
-                    remote = await self.api.submit_url(job.source.url, mode=mode, stem=stem)
+            # One submit (and its reconciliation) per song at a time: a job this run creates
+            # for the same song in another mode must not look like an unknown submit's job.
+            async with self._source_lock(job):
+                try:
+                    remote = await self._send(job)
+                except (AuthenticationError, InsufficientBalance):
+                    raise
+                except ApiError as exc:
+                    failure = exc
+                    if outcome_unknown(exc):
+                        await self._save(progress, JobState.UNKNOWN)
+                        self.reporter.job_event(job, "submit outcome unknown", str(exc))
+                        adopted = await self._reconcile(job, progress, progress.intent_at)
+                        if adopted is not None:
+                            return adopted
                 else:
-                    assert job.source.file is not None
-                    remote = await self.api.submit_file(job.source.file, mode=mode, stem=stem)
-            except (AuthenticationError, InsufficientBalance):
-                raise
-            except ApiError as exc:
-                if outcome_unknown(exc):
-                    await self._save(progress, JobState.UNKNOWN)
-                    self.reporter.job_event(job, "submit outcome unknown", str(exc))
-                    adopted = await self._reconcile(job, progress, progress.intent_at)
-                    if adopted is not None:
-                        return adopted
-                elif not (
-                    (isinstance(exc, TransportError) or exc.http_status == 429)
-                    and await self._backoff(progress.attempts, started, exc)
-                ):
-                    progress.error = _record(exc)
-                    await self._save(progress, JobState.FAILED)
-                    raise JobFailed(progress.error) from exc
-                if progress.attempts >= self.options.retry.max_attempts:
-                    raise JobFailed(_record(exc), maybe_charged=outcome_unknown(exc)) from exc
+                    await self._submitted(job, progress, remote.id)
+                    return remote
+            if outcome_unknown(failure):
+                # No job came of it: sending again cannot pay twice.
+                if progress.attempts < self.options.retry.max_attempts:
+                    continue
+                raise JobFailed(_record(failure, ambiguous=True), maybe_charged=True)
+            unsent = isinstance(failure, TransportError) or failure.http_status == 429
+            if unsent and await self._backoff(progress.attempts, started, failure):
                 continue
-            await self._submitted(job, progress, remote.id)
-            return remote
+            progress.error = _record(failure)
+            # A refusal stays refused on a re-run; a send that never arrived may try again.
+            await self._save(progress, JobState.PENDING if unsent else JobState.FAILED)
+            raise JobFailed(progress.error) from failure
+
+    async def _send(self, job: Job) -> RemoteJob:
+        mode, stem = job.mode.value, job.stem.value if job.stem else None
+        if job.source.url is not None:
+            return await self.api.submit_url(job.source.url, mode=mode, stem=stem)
+        assert job.source.file is not None
+        return await self.api.submit_file(job.source.file, mode=mode, stem=stem)
+
+    def _source_lock(self, job: Job) -> anyio.Lock:
+        source = normalize_url(job.source.url) if job.source.url else str(job.source.file)
+        return self._source_locks.setdefault(source, anyio.Lock())
 
     async def _submitted(self, job: Job, progress: _Progress, remote_id: str) -> None:
         progress.remote_id = remote_id

@@ -163,16 +163,18 @@ def test_reordered_renamed_and_added_jobs_resume(tmp_path: Path) -> None:
     assert "same song, mode and stem as 'renamed'" in jobs[4]["reason"]
 
 
-def test_lost_submit_reply_is_reconciled_not_resubmitted(tmp_path: Path) -> None:
-    """A submit whose job is created but whose reply is lost (502) is found in the job list
-    and adopted: each job exists once at AudioPod and is paid once."""
+@pytest.mark.parametrize("mode", ["502", "drop"])
+def test_lost_submit_reply_is_reconciled_not_resubmitted(tmp_path: Path, mode: str) -> None:
+    """A submit whose job is created but whose reply is lost (a 502, or the connection
+    dropped) is found in the job list and adopted: each job exists once and is paid once."""
     path = write_manifest(
         tmp_path,
         "  - {url: 'https://cdn.example.com/a.mp3', mode: two}\n"
         "  - {url: 'https://cdn.example.com/b.mp3', mode: four}\n"
         "  - {file: song.wav, mode: two}\n",
     )
-    with SandboxThread(SandboxSettings(processing_s=0.05, lost_submit_rate=1.0)) as sb:
+    settings = SandboxSettings(processing_s=0.05, lost_submit_rate=1.0, lost_submit_mode=mode)
+    with SandboxThread(settings) as sb:
         code, _, err = run(sb, path)
         stats = sb.stats()
     assert code == 0, err

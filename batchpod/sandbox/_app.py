@@ -193,6 +193,9 @@ async def _submit(request: web.Request) -> web.StreamResponse:
         now=now,
     )
     if state.draw_lost_submit():
+        if state.settings.lost_submit_mode == "drop" and request.transport is not None:
+            request.transport.close()  # the job exists and is charged; the client hears nothing
+            raise asyncio.CancelledError
         raise ApiError(502, None)
     if state.settings.submit_reply_delay_s:
         # The job exists and is charged from here on: a client that dies or gives up now

@@ -203,6 +203,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, server: bool = True) -> No
         "(default %(default)s)",
     )
     add(
+        "--lost-submit-mode",
+        dest="sandbox_lost_submit_mode",
+        choices=("502", "drop"),
+        default=d.lost_submit_mode,
+        help="how a lost submit reply is lost: a 502, or the connection dropped "
+        "(default %(default)s)",
+    )
+    add(
         "--retry-after",
         dest="sandbox_retry_after_s",
         type=_retry_after,
@@ -286,6 +294,7 @@ def settings_from_args(ns: argparse.Namespace) -> SandboxSettings:
         rate_429=ns.sandbox_rate_429,
         rate_5xx=ns.sandbox_rate_5xx,
         lost_submit_rate=ns.sandbox_lost_submit_rate,
+        lost_submit_mode=ns.sandbox_lost_submit_mode,
         submit_reply_delay_s=ns.sandbox_submit_reply_delay_s,
         retry_after_s=ns.sandbox_retry_after_s,
         rps_limit=ns.sandbox_rps_limit,

@@ -76,6 +76,9 @@ class SandboxSettings:
     # replaced by a 502, as when a proxy gives up on a slow backend. Lets a client prove it
     # reconciles an ambiguous submit instead of paying twice.
     lost_submit_rate: float = 0.0
+    # How a lost response is lost: "502" (a proxy's error page) or "drop" (the connection is
+    # closed with no response at all, as when a load balancer resets it).
+    lost_submit_mode: str = "502"
     retry_after_s: int | None = 1  # Retry-After on 429s and 503s; None omits the header
     rps_limit: float | None = None  # per-key requests per second (1 s burst); excess gets 429
     download_ttl_s: float = 3600.0  # lifetime of each presigned download URL
@@ -134,6 +137,8 @@ class SandboxSettings:
             or self.upload_cap_bytes < 1
         ):
             raise ValueError("upload_cap_bytes must be a positive integer, or None")
+        if self.lost_submit_mode not in ("502", "drop"):
+            raise ValueError("lost_submit_mode must be '502' or 'drop'")
         if self.balance_error_shape not in BALANCE_ERROR_SHAPES:
             raise ValueError(f"balance_error_shape must be one of {BALANCE_ERROR_SHAPES}")
 
