@@ -15,11 +15,14 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 
 from batchpod.cli import main
-from batchpod.journal import RunLock
+from batchpod.client import ApiClient
+from batchpod.journal import JobRecord, JobState, Journal, RunLock, job_key
+from batchpod.manifest import load_manifest
 from batchpod.sandbox import SandboxSettings, SandboxThread
 
 SONG = Path(__file__).resolve().parent.parent / "examples" / "audio" / "chords.wav"
@@ -278,3 +281,68 @@ def test_status_command_reads_the_state(tmp_path: Path) -> None:
     assert lines[1].startswith("  a: completed id ")
     out = io.StringIO()
     assert main(["status", str(tmp_path / "nope.yaml")], stdout=out, stderr=err) == 2
+
+
+def _seed_unknown(path: Path, url: str, *, intent_at: float) -> None:
+    """Write a state file whose one job has an unknown submit, as a crash would leave it."""
+    (job,) = load_manifest(path).jobs
+    assert job.source.url == url
+    with Journal.open(path.with_name("jobs.batchpod.db")) as journal:
+        journal.put(
+            JobRecord(
+                key=job_key(job),
+                state=JobState.UNKNOWN,
+                name=job.name,
+                intent_at=intent_at,
+                attempts=1,
+            )
+        )
+
+
+def _submit_directly(sb: SandboxThread, url: str, times: int) -> None:
+    """Create jobs at the sandbox as an earlier, crashed run's submits would have."""
+
+    async def go() -> None:
+        async with ApiClient(base_url=sb.base_url, api_key=sb.api_key) as api:
+            for _ in range(times):
+                await api.submit_url(url, mode="two", stem=None)
+
+    anyio.run(go)
+
+
+@pytest.mark.parametrize(
+    ("existing", "created", "status"), [(0, 1, "succeeded"), (1, 1, "succeeded"), (2, 2, "unknown")]
+)
+def test_rerun_reconciles_an_unknown_submit(
+    tmp_path: Path, existing: int, created: int, status: str
+) -> None:
+    """A re-run settles an unknown submit from the job list: no matching job -> submit;
+    exactly one -> adopt it (no new charge); two -> report 'unknown', submit nothing."""
+    url = "https://cdn.example.com/a.mp3"
+    path = write_manifest(tmp_path, f"  - {{url: '{url}', mode: two}}\n")
+    with SandboxThread(SandboxSettings(processing_s=0.05)) as sb:
+        _seed_unknown(path, url, intent_at=time.time() - 1)
+        _submit_directly(sb, url, existing)
+        code, _, err = run(sb, path)
+        assert sb.stats()["jobs"]["created"] == created
+    (job,) = results(path)
+    assert job["status"] == status, err
+    if status == "unknown":
+        assert code == 1
+        assert job["error"]["type"] == "AmbiguousSubmit"
+        assert "will not guess" in job["error"]["message"]
+    else:
+        assert code == 0
+
+
+def test_an_older_job_of_the_same_song_is_not_adopted(tmp_path: Path) -> None:
+    """A matching job created well before the submit intent (an earlier, finished run) is
+    not taken for the unknown submit's job: the job is submitted afresh."""
+    url = "https://cdn.example.com/a.mp3"
+    path = write_manifest(tmp_path, f"  - {{url: '{url}', mode: two}}\n")
+    with SandboxThread(SandboxSettings(processing_s=0.05)) as sb:
+        _submit_directly(sb, url, 1)
+        _seed_unknown(path, url, intent_at=time.time() + 3600)  # the intent came long after
+        code, _, _ = run(sb, path)
+        assert sb.stats()["jobs"]["created"] == 2
+    assert code == 0
