@@ -440,6 +440,9 @@ def _cmd_balance(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     manifest = load_manifest(args.manifest)
     path = args.state or default_state_path(manifest.path)
+    if not path.exists():
+        print(f"{manifest.path.name}: {len(manifest.jobs)} jobs, none run yet ({path})", file=out)
+        return ExitCode.OK
     with Journal.open(path, create=False, readonly=True) as journal:
         records = journal.records()
         keys = anyio.run(functools.partial(job_keys, manifest.jobs, journal, remember=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import os
 import subprocess
@@ -58,7 +59,7 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
     """--version prints the installed version and exits 0."""
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"batchpod {batchpod.__version__}\n"
-    assert batchpod.__version__ == "0.1.0"
+    assert batchpod.__version__ == importlib.metadata.version("batchpod")
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

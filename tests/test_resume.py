@@ -281,6 +281,11 @@ def test_status_command_reads_the_state(tmp_path: Path) -> None:
     assert lines[1].startswith("  a: completed id ")
     out = io.StringIO()
     assert main(["status", str(tmp_path / "nope.yaml")], stdout=out, stderr=err) == 2
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    new = write_manifest(fresh, "  - {url: 'https://cdn.example.com/z.mp3', mode: two}\n")
+    assert main(["status", str(new)], stdout=out, stderr=err) == 0
+    assert out.getvalue().startswith("jobs.yaml: 1 jobs, none run yet")
 
 
 def _seed_unknown(path: Path, url: str, *, intent_at: float) -> None:
