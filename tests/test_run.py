@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import textwrap
 import threading
@@ -355,3 +356,22 @@ def test_balance_command(env: None) -> None:
             os.environ.pop("AUDIOPOD_API_KEY")
     assert code == 0, err.getvalue()
     assert out.getvalue().startswith("balance: $12.34")
+
+
+def test_readme_main_command_on_the_example(tmp_path: Path, env: None) -> None:
+    """`batchpod run jobs.example.yaml --sandbox` (the README's main command) succeeds on a
+    copy of the example, and every stem it downloads is a valid WAV file."""
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "jobs.example.yaml", tmp_path / "jobs.example.yaml")
+    shutil.copytree(root / "examples" / "audio", tmp_path / "examples" / "audio")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["run", str(tmp_path / "jobs.example.yaml"), "--sandbox"], stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    assert out.getvalue().startswith("done: 6 succeeded in ")
+    doc = yaml.safe_load((tmp_path / "jobs.example.results.yaml").read_text())
+    assert doc["run"]["sandbox"] is True
+    stems = sorted((tmp_path / "stems").rglob("*.wav"))
+    assert len(stems) == sum(len(job["files"]) for job in doc["jobs"]) >= 6 * 2
+    for stem in stems:
+        with wave.open(str(stem)) as audio:
+            assert audio.getnchannels() >= 1 and audio.getnframes() > 0
