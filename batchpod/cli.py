@@ -257,7 +257,9 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
         else:
             leaves.append(exc)
     known = [e for e in leaves if isinstance(e, BatchpodError | KeyboardInterrupt)]
-    return known[0] if len(known) == 1 and len(leaves) == 1 else None
+    # The same condition met by several workers (a full disk, say) is still one problem.
+    distinct = {(type(e), str(e)) for e in known}
+    return known[0] if known and len(known) == len(leaves) and len(distinct) == 1 else None
 
 
 def _report(exc: BaseException, err: TextIO) -> int:

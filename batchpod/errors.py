@@ -308,13 +308,20 @@ class ResultsWriteError(BatchpodError):
 class StateError(BatchpodError):
     """The state file cannot be used: corrupt, foreign, unreadable or unwritable."""
 
-    def __init__(self, *, path: Path, reason: str) -> None:
+    def __init__(self, *, path: Path, reason: str, during_run: bool = False) -> None:
         self.path = path
         self.reason = reason
-        super().__init__(
-            f"state file {path}: {reason}; nothing was changed (move it aside, or pass "
-            "--state PATH for a fresh one)"
-        )
+        if during_run:
+            advice = (
+                "jobs may be in flight: fix the cause (disk space, permissions) and re-run "
+                "the same command, which picks up from the state"
+            )
+        else:
+            advice = (
+                "nothing was changed; a fresh state (--state PATH) would submit, and pay "
+                "for, every job again"
+            )
+        super().__init__(f"state file {path}: {reason}; {advice}")
 
 
 class StateLocked(BatchpodError):

@@ -80,8 +80,10 @@ class JobRecord:
 
 
 def default_state_path(manifest: Path) -> Path:
-    """``jobs.yaml`` -> ``jobs.batchpod.db`` beside the manifest."""
-    return manifest.with_name(f"{manifest.stem}.batchpod.db")
+    """``jobs.yaml`` -> ``jobs.batchpod.db`` beside the manifest (its real path, so a
+    manifest reached through a symlink or another spelling still has one state)."""
+    real = Path(os.path.realpath(manifest))
+    return real.with_name(f"{real.stem}.batchpod.db")
 
 
 def file_sha256(path: Path) -> str:
@@ -254,9 +256,9 @@ class Journal:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 reason = f"cannot write the state ({exc})"
-                raise StateError(path=self.path, reason=reason) from exc
+                raise StateError(path=self.path, reason=reason, during_run=True) from exc
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ class _Waiter:
     since: float  # when the job was submitted (anyio clock)
     due: float  # when this job next wants a fresh status (anyio clock)
     failures: int = 0
+    count: int = 0  # callers waiting on this job
     result: RemoteJob | None = None
     error: ApiError | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -83,13 +84,19 @@ class StatusBoard:
     async def wait(self, job_id: str) -> RemoteJob:
         """The job's status once it is COMPLETED or FAILED; raises what made that unknowable."""
         now = anyio.current_time()
-        waiter = _Waiter(job_id=job_id, since=now, due=now + self.poll.interval_s(0, rng=self.rng))
-        self._waiters[job_id] = waiter
-        self._wake.set()
+        waiter = self._waiters.get(job_id)
+        if waiter is None:
+            due = now + self.poll.interval_s(0, rng=self.rng)
+            waiter = _Waiter(job_id=job_id, since=now, due=due)
+            self._waiters[job_id] = waiter
+            self._wake.set()
+        waiter.count += 1  # two callers on one job (it should not happen) share the answer
         try:
             await waiter.done.wait()
         finally:
-            self._waiters.pop(job_id, None)
+            waiter.count -= 1
+            if waiter.count == 0:
+                self._waiters.pop(job_id, None)
         if waiter.error is not None:
             raise waiter.error
         assert waiter.result is not None

@@ -11,8 +11,10 @@ charge). Before submitting again, AudioPod's job list is searched for a job that
   uploaded file's name,
 - and, once it has stems, has stem names that the job's mode can produce.
 
-Exactly one such job is adopted. More than one leaves the job ``unknown`` and reported,
-never guessed. None means the submit never landed, and only then is it sent again.
+A candidate still running is waited for until it ends, so that its stems can be checked
+against the mode. Exactly one such job is adopted. More than one, or rows that might be the
+job but cannot be told apart, leave the job ``unknown`` and reported, never guessed. None
+means the submit never landed, and only then is it sent again.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from batchpod.poller import PAGE_SIZE, StatusApi
 
 #: How far AudioPod's clock may lag ours and a matching job still count as "after the intent".
 CLOCK_ALLOWANCE_S = 120.0
-#: How deep into the job list to look (newest first): the job must be among the newest.
-MAX_PAGES = 5
+#: How deep into the job list to look (newest first) before calling the answer doubtful.
+MAX_PAGES = 50
 
 # The stem names each mode is known to produce (AudioPod's docs and the sandbox); modes not
 # listed ("up to N" stems whose names are not all documented) are not checked by name.
@@ -43,33 +45,51 @@ _MODE_STEMS: dict[Mode, frozenset[str]] = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Search:
-    """What the job list showed: the matching candidates."""
+    """What the job list showed: the matching candidates, and whether that is the whole truth."""
 
     candidates: tuple[RemoteJob, ...]
+    # Rows that could be the job but cannot be told apart (no source fields, no date), or a
+    # list too long to reach the intent's time: the answer must not be read as "no job".
+    doubtful: int = 0
 
-    @property
-    def adopted(self) -> RemoteJob | None:
-        """The one match, when there is exactly one."""
-        return self.candidates[0] if len(self.candidates) == 1 else None
+
+def identity(job: Job) -> str:
+    """What reconciliation can tell a job's remote rows by: the song's name.
+
+    Two sources with the same name (``a/song.mp3`` and ``b/song.mp3``) look alike in a row
+    whose fields hold only the name; the caller serializes their submits on this identity.
+    """
+    if job.source.url is not None:
+        return "url:" + _last_segment(job.source.url).lower()
+    assert job.source.file is not None
+    return "file:" + job.source.file.name.lower()
 
 
 async def search(api: StatusApi, job: Job, *, intent_at: float, claimed: Collection[str]) -> Search:
-    """Look through the newest jobs for the ones this job's unknown submit may have created."""
+    """Look through the newest jobs for the ones this job's unknown submit may have created.
+
+    AudioPod lists jobs newest first (as the sandbox does, and as the contract's examples
+    show), so the search stops at the first row created before the intent (less the clock
+    allowance). A list that never gets that far within ``MAX_PAGES`` pages is doubtful.
+    """
     found: list[RemoteJob] = []
+    doubtful = 0
     since = intent_at - CLOCK_ALLOWANCE_S
     for page in range(MAX_PAGES):
         rows = await api.list_jobs(skip=page * PAGE_SIZE, limit=PAGE_SIZE)
-        older = False
         for row in rows:
             created = row.created_at.timestamp() if row.created_at else None
             if created is not None and created < since:
-                older = True
+                return Search(candidates=tuple(found), doubtful=doubtful)
+            if row.id in claimed:
                 continue
-            if row.id not in claimed and matches(job, row):
+            if created is None or not (row.input_path or row.display_name):
+                doubtful += 1  # might be ours; cannot say
+            elif matches(job, row):
                 found.append(row)
-        if older or len(rows) < PAGE_SIZE:
-            break
-    return Search(candidates=tuple(found))
+        if len(rows) < PAGE_SIZE:
+            return Search(candidates=tuple(found), doubtful=doubtful)
+    return Search(candidates=tuple(found), doubtful=doubtful + 1)
 
 
 def matches(job: Job, row: RemoteJob) -> bool:
@@ -78,15 +98,19 @@ def matches(job: Job, row: RemoteJob) -> bool:
     if job.source.url is not None:
         if kind and kind != "URL":
             return False
-        # The contract does not say what input_path and display_name hold for a URL job; the
-        # likeliest are the URL itself or the name it ends in. Anything else is no match.
         url = job.source.url
-        names = {url, normalize_url(url), _last_segment(url)}
-        fields = {row.input_path, row.display_name} - {None, ""}
         if row.input_path and row.input_path.startswith(("http://", "https://")):
-            fields.add(normalize_url(row.input_path))
-        if not fields & names:
-            return False
+            # The row names its URL: nothing less than the same URL will do.
+            if normalize_url(row.input_path) != normalize_url(url):
+                return False
+        else:
+            # The contract does not say what input_path and display_name hold for a URL job
+            # on the real service; the likeliest are a storage key or the name the URL ends
+            # in, so the name is compared (and like-named songs are submitted one at a time).
+            name = _last_segment(url)
+            path_name = PurePosixPath(unquote(row.input_path or "")).name
+            if not name or name not in (row.display_name, path_name):
+                return False
     else:
         assert job.source.file is not None
         if kind and kind != "FILE":

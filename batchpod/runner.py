@@ -44,7 +44,6 @@ from batchpod.errors import (
     outcome_unknown,
 )
 from batchpod.journal import JobRecord, JobState
-from batchpod.manifest import normalize_url
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.poller import StatusBoard
 from batchpod.retry import PollPolicy, RetryPolicy
@@ -193,6 +192,10 @@ class JobFailed(Exception):
         self.maybe_charged = maybe_charged
 
 
+class _Stopped(Exception):
+    """Internal: the run stopped before this job's (next) submit was sent."""
+
+
 class _Unresolved(JobFailed):
     """Internal: the job's submit outcome is unknown and cannot be settled without guessing."""
 
@@ -248,6 +251,7 @@ class Pool:
         send, receive = anyio.create_memory_object_stream[int](0)
         with anyio.CancelScope() as scope:
             self._cancel = scope
+            self.budget.spent_cents += self._inherited_spend()
             await self._reconcile_earlier_unknowns()
             async with anyio.create_task_group() as board:
                 board.start_soon(self.board.run)
@@ -258,6 +262,29 @@ class Pool:
                     await self._feed(send)
                 board.cancel_scope.cancel()  # every job has ended: nothing left to watch
         return self.results()
+
+    def _inherited_spend(self) -> int:
+        """What earlier, unfinished runs paid (or may have paid) for jobs not yet done.
+
+        A run that resumes a crashed or stopped one is the same night's work: its caps count
+        what the crashed run spent on jobs it left in flight, so that crash after crash cannot
+        spend past ``max_spend_usd``. Jobs an earlier run finished are not counted.
+        """
+        total = 0
+        for index, key in enumerate(self.keys):
+            record = self.records.get(key)
+            if record is None or self._first_of_key.setdefault(key, index) != index:
+                continue
+            in_flight = record.state in (
+                JobState.SUBMITTING,
+                JobState.UNKNOWN,
+                JobState.SUBMITTED,
+                JobState.COMPLETED,
+            )
+            if in_flight:
+                total += record.cost_cents or self._estimate_cents(self.jobs[index])
+        self._first_of_key.clear()
+        return total
 
     async def _reconcile_earlier_unknowns(self) -> None:
         """Settle submits an earlier run left unknown before anything new is submitted, so
@@ -271,7 +298,8 @@ class Pool:
                 progress.restore(record)
                 assert record.intent_at is not None
                 try:
-                    remote = await self._reconcile(job, progress, record.intent_at)
+                    async with self._source_lock(job):
+                        remote = await self._reconcile(job, progress, record.intent_at)
                 except _Unresolved as exc:
                     self._finish(progress, JobStatus.UNKNOWN, error=exc.record)
                     return
@@ -281,16 +309,18 @@ class Pool:
                     progress.state = JobState.PENDING  # no job came of it: submit afresh
                 self.records[key] = progress.record()
 
-        unknown = [
-            i
-            for i, key in enumerate(self.keys)
-            if key in self.records
-            and self.records[key].state in (JobState.SUBMITTING, JobState.UNKNOWN)
-            and self.records[key].intent_at is not None
-        ]
-        if unknown:
+        first: dict[str, int] = {}  # one settlement per key, even when a song is listed twice
+        for index, key in enumerate(self.keys):
+            record = self.records.get(key)
+            if (
+                record is not None
+                and record.state in (JobState.SUBMITTING, JobState.UNKNOWN)
+                and record.intent_at is not None
+            ):
+                first.setdefault(key, index)
+        if first:
             async with anyio.create_task_group() as tg:
-                for index in dict.fromkeys(unknown):
+                for index in first.values():
                     tg.start_soon(settle, index)
 
     def halt(self, stop: Stop, *, cancel_in_flight: bool, replace: bool = False) -> None:
@@ -368,7 +398,8 @@ class Pool:
                 remote = RemoteJob(id=progress.remote_id, status=status)
             elif state in (JobState.SUBMITTING, JobState.UNKNOWN):
                 assert prior is not None and prior.intent_at is not None
-                remote = await self._reconcile(job, progress, prior.intent_at)
+                async with self._source_lock(job):
+                    remote = await self._reconcile(job, progress, prior.intent_at)
             if remote is None:
                 remote = await self._reserve_and_submit(job, progress, index)
                 if remote is None:
@@ -403,6 +434,11 @@ class Pool:
             return None
         try:
             return await self._submit(job, progress)
+        except _Stopped:
+            self.budget.release(index)
+            if progress.state is JobState.SUBMITTING:  # saved, then stopped before sending
+                await self._save(progress, JobState.PENDING)
+            return None
         except InsufficientBalance as exc:
             self.budget.release(index)
             progress.reason = StopReason.BALANCE.value
@@ -416,7 +452,8 @@ class Pool:
             self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
             return None
         except JobFailed as exc:
-            if not exc.maybe_charged:
+            unsettled = progress.state in (JobState.SUBMITTING, JobState.UNKNOWN)
+            if not exc.maybe_charged and not unsettled:
                 self.budget.release(index)
             raise  # a job may exist and be charged: its hold stays, so no cap is passed
 
@@ -429,16 +466,20 @@ class Pool:
         """
         started = anyio.current_time()
         while True:
-            progress.attempts += 1
-            progress.intent_at = self.clock()
-            await self._save(progress, JobState.SUBMITTING)
-            if progress.attempts == 1:
-                self.reporter.job_event(job, "submitting")
-            else:
-                self.reporter.job_event(job, "submitting again", f"attempt {progress.attempts}")
-            # One submit (and its reconciliation) per song at a time: a job this run creates
-            # for the same song in another mode must not look like an unknown submit's job.
+            # One submit (and its reconciliation) per song name at a time, intent included: a
+            # job this run creates for a like-named song must not look like an unknown
+            # submit's job.
             async with self._source_lock(job):
+                if self.stop is not None:
+                    raise _Stopped  # a stop came while this job waited or backed off
+                progress.attempts += 1
+                progress.intent_at = self.clock()
+                await self._save(progress, JobState.SUBMITTING)
+                if progress.attempts == 1:
+                    self.reporter.job_event(job, "submitting")
+                else:
+                    attempt = f"attempt {progress.attempts}"
+                    self.reporter.job_event(job, "submitting again", attempt)
                 try:
                     remote = await self._send(job)
                 except (AuthenticationError, InsufficientBalance):
@@ -475,8 +516,8 @@ class Pool:
         return await self.api.submit_file(job.source.file, mode=mode, stem=stem)
 
     def _source_lock(self, job: Job) -> anyio.Lock:
-        source = normalize_url(job.source.url) if job.source.url else str(job.source.file)
-        return self._source_locks.setdefault(source, anyio.Lock())
+        # Keyed by what reconciliation can tell apart: the song's name (see reconcile).
+        return self._source_locks.setdefault(reconcile.identity(job), anyio.Lock())
 
     async def _submitted(self, job: Job, progress: _Progress, remote_id: str) -> None:
         progress.remote_id = remote_id
@@ -487,7 +528,11 @@ class Pool:
         self.reporter.job_event(job, "submitted", f"id {remote_id}")
 
     async def _reconcile(self, job: Job, progress: _Progress, intent_at: float) -> RemoteJob | None:
-        """The remote job an unknown submit created, None if it created none (see reconcile)."""
+        """The remote job an unknown submit created, None if it surely created none.
+
+        The caller holds the job's source lock. Candidates still running are waited for, so
+        that their stems can be checked against the mode (see reconcile).
+        """
         result = None
         for attempt in range(RECONCILE_LOOKS):
             if attempt:
@@ -497,29 +542,41 @@ class Pool:
                     reconcile.search, self.api, job, intent_at=intent_at, claimed=self.claimed
                 )
             )
-            if result.candidates:
+            if result.candidates or result.doubtful:
                 break
         assert result is not None
-        if len(result.candidates) > 1:
-            ids = ", ".join(c.id for c in result.candidates)
+        finished = [await self._until_ended(c) for c in result.candidates]
+        fitting = [c for c in finished if reconcile.matches(job, c)]
+        if len(fitting) > 1 or result.doubtful:
+            ids = ", ".join(c.id for c in fitting) or "some jobs that cannot be told apart"
             await self._save(progress, JobState.UNKNOWN)
             raise _Unresolved(
                 ErrorRecord(
                     type="AmbiguousSubmit",
                     message=(
-                        f"the submit's outcome is unknown and AudioPod jobs {ids} all match it; "
-                        "batchpod will not guess: check them (delete the extra ones), then "
-                        "re-run"
+                        f"the submit's outcome is unknown and AudioPod jobs {ids} may be "
+                        "its job; batchpod will not guess: check them (delete the extra "
+                        "ones), then re-run"
                     ),
                 )
             )
-        if result.adopted is None:
+        if not fitting:
             self.reporter.job_event(job, "no job came of the earlier submit")
             return None
-        adopted = result.adopted
+        adopted = fitting[0]
         self.reporter.job_event(job, "found its job", f"id {adopted.id}")
         await self._submitted(job, progress, adopted.id)
         return adopted
+
+    async def _until_ended(self, row: RemoteJob) -> RemoteJob:
+        """The candidate once it has completed or failed (polled on the usual schedule)."""
+        since = anyio.current_time()
+        with anyio.fail_after(self.options.job_timeout_s):
+            while not row.status.terminal:
+                age = anyio.current_time() - since
+                await anyio.sleep(self.options.poll.interval_s(age, rng=self.rng))
+                row = await self._retrying(functools.partial(self.api.status, row.id))
+        return row
 
     async def _follow(self, job: Job, progress: _Progress, remote: RemoteJob, index: int) -> None:
         """Wait until the job ends, then download its stems."""

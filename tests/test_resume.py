@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import signal
@@ -21,7 +22,7 @@ import yaml
 
 from batchpod.cli import main
 from batchpod.client import ApiClient
-from batchpod.journal import JobRecord, JobState, Journal, RunLock, job_key
+from batchpod.journal import JobRecord, JobState, Journal, RunLock, file_sha256, job_key
 from batchpod.manifest import load_manifest
 from batchpod.sandbox import SandboxSettings, SandboxThread
 
@@ -351,3 +352,75 @@ def test_an_older_job_of_the_same_song_is_not_adopted(tmp_path: Path) -> None:
         code, _, _ = run(sb, path)
         assert sb.stats()["jobs"]["created"] == 2
     assert code == 0
+
+
+def _seed(path: Path, index: int, state: JobState, **fields: Any) -> None:
+    """Write one job's record (job `index` of the manifest) as an earlier run left it."""
+    job = load_manifest(path).jobs[index]
+    file_hash = file_sha256(job.source.file) if job.source.file else None
+    with Journal.open(path.with_name("jobs.batchpod.db")) as journal:
+        journal.put(
+            JobRecord(key=job_key(job, file_hash=file_hash), state=state, name=job.name, **fields)
+        )
+
+
+async def _create(sb: SandboxThread, *, url: str | None = None, file: Path | None = None,
+                  mode: str = "two") -> str:  # fmt: skip
+    async with ApiClient(base_url=sb.base_url, api_key=sb.api_key) as api:
+        if file is not None:
+            return (await api.submit_file(file, mode=mode, stem=None)).id
+        assert url is not None
+        return (await api.submit_url(url, mode=mode, stem=None)).id
+
+
+def test_a_song_listed_twice_is_reconciled_once(tmp_path: Path) -> None:
+    """One unknown submit shared by two manifest entries of the same song (same content,
+    two names) is settled once: its job is adopted and nothing is submitted again."""
+    path = write_manifest(
+        tmp_path, "  - {file: song.wav, mode: two}\n  - {file: copy.wav, mode: two}\n"
+    )
+    (tmp_path / "copy.wav").write_bytes(SONG.read_bytes())
+    with SandboxThread(SandboxSettings(processing_s=0.05)) as sb:
+        _seed(path, 0, JobState.UNKNOWN, intent_at=time.time() - 1, attempts=1)
+        anyio.run(functools.partial(_create, sb, file=tmp_path / "song.wav"))
+        code, _, err = run(sb, path)
+        assert sb.stats()["jobs"]["created"] == 1
+    assert code == 0, err
+    assert [j["status"] for j in results(path)] == ["succeeded", "skipped"]
+
+
+def test_a_job_of_another_mode_is_not_adopted(tmp_path: Path) -> None:
+    """An unknown 'two' submit is not settled by a 'four' job of the same song: once the
+    candidate's stems show its mode, it is set aside and the job is submitted."""
+    url = "https://cdn.example.com/a.mp3"
+    path = write_manifest(tmp_path, f"  - {{url: '{url}', mode: two}}\n")
+    with SandboxThread(SandboxSettings(processing_s=0.1)) as sb:
+        _seed(path, 0, JobState.UNKNOWN, intent_at=time.time() - 1, attempts=1)
+        anyio.run(functools.partial(_create, sb, url=url, mode="four"))
+        code, _, err = run(sb, path)
+        stats = sb.stats()
+    assert code == 0, err
+    assert stats["submissions"] == {"URL/four": 1, "URL/two": 1}
+    (job,) = results(path)
+    assert sorted(f["stem"] for f in job["files"]) == ["no_vocals", "vocals"]
+
+
+def test_a_resumed_run_counts_what_the_crashed_run_spent(tmp_path: Path) -> None:
+    """A job an earlier (crashed) run left in flight counts against max_spend_usd in the
+    run that resumes it, so crash after crash cannot pass the cap."""
+    body = (
+        "  - {url: 'https://cdn.example.com/a.mp3?duration=60', mode: two, duration: 60}\n"
+        "  - {url: 'https://cdn.example.com/b.mp3?duration=60', mode: two, duration: 60}\n"
+    )
+    path = write_manifest(tmp_path, body, budget="{max_spend_usd: 0.15}")
+    with SandboxThread(SandboxSettings(processing_s=0.05)) as sb:
+        remote = anyio.run(
+            functools.partial(_create, sb, url="https://cdn.example.com/a.mp3?duration=60")
+        )
+        _seed(path, 0, JobState.SUBMITTED, remote_id=remote, intent_at=time.time(), attempts=1)
+        code, _, err = run(sb, path)
+        assert sb.stats()["jobs"]["created"] == 1
+    assert code == 3, err
+    a, b = results(path)
+    assert (a["status"], a["remote_id"]) == ("succeeded", remote)
+    assert b["status"] == "skipped"
