@@ -375,3 +375,43 @@ def test_readme_main_command_on_the_example(tmp_path: Path, env: None) -> None:
     for stem in stems:
         with wave.open(str(stem)) as audio:
             assert audio.getnchannels() >= 1 and audio.getnframes() > 0
+
+
+def test_unwritable_results_exit_74_before_paying(tmp_path: Path, env: None) -> None:
+    """A results path in a folder that does not exist: exit 74, nothing submitted."""
+    path = manifest(tmp_path, "  - {url: 'https://cdn.example.com/a.mp3', mode: two}\n")
+    with SandboxThread(FAST) as sb:
+        code, _, err = run(sb, path, "--results", str(tmp_path / "missing" / "r.yaml"))
+        assert sb.stats()["requests"] == {}
+    assert code == 74
+    assert err.count("\n") == 1 and "cannot write the results" in err
+
+
+def test_unreachable_api_exits_69(tmp_path: Path, env: None) -> None:
+    """No AudioPod at the base URL: one line, exit 69, nothing recorded as submitted."""
+    path = manifest(tmp_path, "  - {url: 'https://cdn.example.com/a.mp3', mode: two}\n")
+    with SandboxThread(FAST) as sb:
+        base_url, key = sb.base_url, sb.api_key
+    os.environ["AUDIOPOD_API_KEY"] = key
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = main(["run", str(path), "--base-url", base_url], stdout=out, stderr=err)
+    finally:
+        os.environ.pop("AUDIOPOD_API_KEY")
+    assert code == 69
+    assert err.getvalue().count("\n") == 1 and "AudioPod could not be used" in err.getvalue()
+
+
+def test_sigterm_exits_143(tmp_path: Path, env: None) -> None:
+    """SIGTERM (as cron or Kubernetes send) stops the run like Ctrl-C, with exit 143."""
+    path = manifest(tmp_path, "  - {url: 'https://cdn.example.com/a.mp3', mode: two}\n")
+    with SandboxThread(SandboxSettings(processing_s=30)) as sb:
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        try:
+            code, _, err = run(sb, path, "--grace", "0.2")
+        finally:
+            timer.cancel()
+    assert code == 143
+    assert "SIGTERM" in err
+    assert results_of(path)["jobs"][0]["status"] == "interrupted"
