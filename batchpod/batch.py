@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 
 from batchpod import __version__
-from batchpod.budget import BudgetGuard
+from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard
 from batchpod.client import ApiClient
 from batchpod.errors import ApiError, OutputError, ResultsWriteError, SourceFileError
 from batchpod.journal import (
@@ -62,6 +62,7 @@ class BatchOptions:
     state_path: Path | None = None  # default: <manifest>.batchpod.db beside it
     retry_failed: bool = False
     grace_s: float = 30.0  # after a first signal, how long jobs in flight may still finish
+    assumed_duration_s: float = DEFAULT_ASSUMED_DURATION_S  # for songs of unknown length
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +112,7 @@ async def run_batch(
         poll=options.poll,
         retry=options.retry,
         retry_failed=options.retry_failed,
+        assumed_duration_s=options.assumed_duration_s,
     )
     writer = _ResultsWriter(results_path, options.results_format, base=manifest.path.parent)
     state_path = options.state_path or default_state_path(manifest.path)

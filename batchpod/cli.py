@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
+from decimal import Decimal, InvalidOperation
 from enum import IntEnum
 from pathlib import Path
 from typing import TextIO
@@ -24,7 +27,7 @@ import anyio
 from batchpod import __version__
 from batchpod import sandbox as sandbox_api
 from batchpod.batch import BatchOptions, RunSummary, job_keys, run_batch
-from batchpod.budget import usd
+from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, DEFAULT_CENTS_PER_MINUTE, usd
 from batchpod.client import DEFAULT_BASE_URL, ApiClient
 from batchpod.errors import (
     ApiError,
@@ -38,9 +41,10 @@ from batchpod.errors import (
     ResultsWriteError,
     StateLocked,
 )
+from batchpod.estimate import Progress, estimate_jobs
 from batchpod.journal import JobState, Journal, default_state_path
 from batchpod.manifest import check_manifest, load_manifest
-from batchpod.models import JobStatus
+from batchpod.models import JobStatus, Manifest
 from batchpod.progress import BarReporter, LogReporter
 from batchpod.runner import Reporter, StopReason
 
@@ -128,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the cost estimate (as 'batchpod estimate') and submit nothing",
+    )
+    _add_money_arguments(run)
+    run.add_argument(
         "--state",
         metavar="PATH",
         type=Path,
@@ -159,6 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--state", metavar="PATH", type=Path, help="the state file to read")
     status.add_argument("-v", "--verbose", action="store_true", help="one line per job")
     status.set_defaults(handler=_cmd_status)
+
+    estimate = commands.add_parser(
+        "estimate",
+        help="what a manifest will cost, and whether it fits the budget and the balance",
+        description=(
+            "Estimate each job's minutes and cost and the total (jobs of unknown length at "
+            "--assume-duration, so the total is a worst case), read the balance if a key is "
+            "set, and say whether the run fits the budget and the wallet. Nothing is "
+            "submitted. Exit 0 if it fits, 3 if it does not."
+        ),
+    )
+    estimate.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
+    _add_api_arguments(estimate)
+    estimate.add_argument(
+        "--state", metavar="PATH", type=Path, help="the state file, for jobs already done"
+    )
+    _add_money_arguments(estimate)
+    estimate.set_defaults(handler=_cmd_estimate)
 
     balance = commands.add_parser(
         "balance",
@@ -199,6 +227,50 @@ def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help=f"the AudioPod API's address (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})",
     )
+
+
+def _add_money_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-spend",
+        metavar="USD",
+        type=_dollars,
+        help="the most this run may spend, in dollars (overrides budget.max_spend_usd)",
+    )
+    parser.add_argument(
+        "--keep-balance",
+        metavar="USD",
+        type=_dollars,
+        help="the balance to leave in the wallet, in dollars (overrides budget.keep_balance_usd)",
+    )
+    parser.add_argument(
+        "--assume-duration",
+        metavar="MINUTES",
+        type=_positive_float,
+        default=DEFAULT_ASSUMED_DURATION_S / 60,
+        help="the length assumed for songs of unknown length, in minutes (default: 10)",
+    )
+
+
+def _dollars(text: str) -> int:
+    """Dollars as typed ('5', '12.50', '$3') -> integer cents."""
+    try:
+        value = Decimal(text.strip().removeprefix("$"))
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount in dollars: {text!r}") from None
+    cents = value * 100
+    if not value.is_finite() or value < 0 or cents != cents.to_integral_value():
+        raise argparse.ArgumentTypeError(f"dollars >= 0 in whole cents, please: {text!r}")
+    return int(cents)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0: {text}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -360,8 +432,20 @@ async def _api(args: argparse.Namespace) -> AsyncIterator[tuple[str, str]]:
         yield _base_url(args), _api_key(args)
 
 
+def _with_budget(manifest: Manifest, args: argparse.Namespace) -> Manifest:
+    """The manifest with --max-spend / --keep-balance in place of its own budget."""
+    budget = manifest.budget
+    if args.max_spend is not None:
+        budget = dataclasses.replace(budget, max_spend_cents=args.max_spend)
+    if args.keep_balance is not None:
+        budget = dataclasses.replace(budget, keep_balance_cents=args.keep_balance)
+    return dataclasses.replace(manifest, budget=budget)
+
+
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    manifest = load_manifest(args.manifest)  # validates first: nothing is sent on a problem
+    manifest = _with_budget(load_manifest(args.manifest), args)  # validates: nothing is sent
+    if args.dry_run:
+        return _show_estimate(manifest, args, out)
     if not args.sandbox:
         _api_key(args)  # a missing key is reported before anything else happens
     bar = None
@@ -386,6 +470,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 state_path=args.state,
                 retry_failed=args.retry_failed,
                 grace_s=args.grace,
+                assumed_duration_s=args.assume_duration * 60,
             )
             return await run_batch(manifest, options, reporter=reporter, exit_code_of=_exit_code)
 
@@ -464,3 +549,133 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for line in lines:
         print(f"  {line}", file=out)
     return ExitCode.OK
+
+
+def _cmd_estimate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return _show_estimate(_with_budget(load_manifest(args.manifest), args), args, out)
+
+
+def _state_progress(manifest: Manifest, state: Path | None) -> tuple[list[Progress], set[int]]:
+    """Each job's money progress from the state file, and the indexes of repeated songs."""
+    path = state or default_state_path(manifest.path)
+    if not path.exists():
+        return [Progress.TO_RUN] * len(manifest.jobs), set()
+    with Journal.open(path, create=False, readonly=True) as journal:
+        records = journal.records()
+        keys = anyio.run(functools.partial(job_keys, manifest.jobs, journal, remember=False))
+    by_state = {
+        JobState.DOWNLOADED: Progress.DONE,
+        JobState.FAILED: Progress.FAILED,
+        JobState.SUBMITTED: Progress.PAID,
+        JobState.COMPLETED: Progress.PAID,
+        JobState.SUBMITTING: Progress.PAID,  # perhaps paid: a run reconciles it first
+        JobState.UNKNOWN: Progress.PAID,
+        JobState.PENDING: Progress.TO_RUN,
+    }
+    progress = []
+    seen: set[str] = set()
+    repeated: set[int] = set()
+    for index, key in enumerate(keys):
+        record = records.get(key)
+        progress.append(by_state[record.state] if record else Progress.TO_RUN)
+        if key in seen:
+            repeated.add(index)
+        seen.add(key)
+    return progress, repeated
+
+
+def _show_estimate(manifest: Manifest, args: argparse.Namespace, out: TextIO) -> int:
+    """Print the estimate of ``batchpod estimate`` / ``run --dry-run``; 0 if it fits, else 3."""
+    progress, repeated = _state_progress(manifest, getattr(args, "state", None))
+    price, price_note, balance = DEFAULT_CENTS_PER_MINUTE, "AudioPod's documented price", None
+    balance_note = ""
+    try:
+        key: str | None = None if args.sandbox else _api_key(args)
+    except (MissingApiKey, BadApiKey) as exc:
+        key, balance_note = None, f" (no balance: {exc})"
+    if args.sandbox or key is not None:
+
+        async def fetch() -> tuple[int | None, int | None]:
+            async with (
+                _api(args) as (base_url, api_key),
+                ApiClient(base_url=base_url, api_key=api_key) as api,
+            ):
+                try:
+                    cents = await api.price_per_minute_cents()
+                except ApiError:
+                    cents = None
+                return cents, (await api.balance()).balance_cents
+
+        try:
+            fetched, balance = anyio.run(fetch)
+        except ApiError as exc:
+            balance_note = f" (AudioPod could not be reached: {exc})"
+        else:
+            if fetched is not None:
+                price, price_note = fetched, "from AudioPod's pricing"
+    assumed_s = args.assume_duration * 60
+    estimates = estimate_jobs(
+        manifest.jobs,
+        cents_per_minute=price,
+        assumed_duration_s=assumed_s,
+        progress=progress,
+        skip=repeated,
+    )
+    width = max(len(e.job.name) for e in estimates)
+    print(f"{'JOB':<{width}}  SOURCE  LENGTH   COST      NOTE", file=out)
+    for index, e in enumerate(estimates):
+        length = _minutes(e.duration_s) if e.duration_s is not None else "?"
+        note = f"length from {e.length_from.value}"
+        if e.duration_s is None:
+            note = f"length unknown: assumed {_minutes(assumed_s)}"
+        if e.progress is not Progress.TO_RUN:
+            note += f"; {e.progress.value} (state)"
+        if index in repeated:
+            note += "; same song as an earlier job"
+        row = f"{e.job.name:<{width}}  {e.job.source.kind:<6}  {length:>6}  {usd(e.cents):>8}"
+        print(f"{row}  {note}", file=out)
+    to_run = [e for e in estimates if e.progress is Progress.TO_RUN]
+    unknown = [e for e in to_run if e.duration_s is None]
+    worst = sum(e.cents for e in to_run)
+    known = sum(e.cents for e in to_run if e.duration_s is not None)
+    done = sum(1 for e in estimates if e.progress is Progress.DONE)
+    paid = sum(1 for e in estimates if e.progress is Progress.PAID)
+    failed = sum(1 for e in estimates if e.progress is Progress.FAILED)
+    print(
+        f"to run: {len(to_run)} of {len(estimates)} jobs, {usd(worst)} at most "
+        f"({usd(known)} for {len(to_run) - len(unknown)} of known length, "
+        f"{usd(worst - known)} for {len(unknown)} of unknown length)",
+        file=out,
+    )
+    if done or paid or failed:
+        print(
+            f"in the state: {done} done, {paid} submitted earlier (paid), {failed} failed "
+            "(run again only with --retry-failed)",
+            file=out,
+        )
+    print(f"price: {usd(price)} per minute ({price_note})", file=out)
+    fits = True
+    budget = manifest.budget
+    if budget.max_spend_cents is not None:
+        ok = worst <= budget.max_spend_cents
+        fits &= ok
+        verdict = "fits" if ok else "does NOT fit"
+        print(f"max spend: {usd(budget.max_spend_cents)}: {verdict}", file=out)
+    if balance is None:
+        print(f"balance: unknown{balance_note}", file=out)
+    else:
+        floor = budget.keep_balance_cents or 0
+        ok = balance - worst >= floor
+        fits &= ok
+        left = f"{usd(balance - worst)} would remain"
+        keep = f", keeping {usd(floor)}" if budget.keep_balance_cents is not None else ""
+        print(
+            f"balance: {usd(balance)}; {left}{keep}: {'fits' if ok else 'does NOT fit'}", file=out
+        )
+    print("fits: yes" if fits else "fits: no", file=out)
+    return ExitCode.OK if fits else ExitCode.BUDGET
+
+
+def _minutes(seconds: float) -> str:
+    whole = math.ceil(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"

@@ -17,7 +17,6 @@ import functools
 import random
 import re
 import time
-import wave
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,7 +28,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchpod import reconcile
-from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard, cost_cents
+from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard
 from batchpod.client import RemoteJob, RemoteStatus
 from batchpod.errors import (
     ApiError,
@@ -43,6 +42,7 @@ from batchpod.errors import (
     is_transient,
     outcome_unknown,
 )
+from batchpod.estimate import estimate_cents
 from batchpod.journal import JobRecord, JobState
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.poller import StatusBoard
@@ -688,12 +688,11 @@ class Pool:
     # -- bookkeeping ------------------------------------------------------------------------
 
     def _estimate_cents(self, job: Job) -> int:
-        duration = job.duration_s
-        if duration is None and job.source.file is not None:
-            duration = wav_duration_s(job.source.file)
-        if duration is None:
-            duration = self.options.assumed_duration_s
-        return cost_cents(duration, cents_per_minute=self.options.cents_per_minute)
+        return estimate_cents(
+            job,
+            cents_per_minute=self.options.cents_per_minute,
+            assumed_duration_s=self.options.assumed_duration_s,
+        )
 
     async def _save(self, progress: _Progress, state: JobState) -> None:
         """Move the job to ``state`` and make that durable before going on."""
@@ -778,15 +777,3 @@ def _prepare_folder(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".*.part-*"):
         stale.unlink(missing_ok=True)
-
-
-def wav_duration_s(path: Path) -> float | None:
-    """A WAV file's length from its header, or None if it is not a readable WAV."""
-    if path.suffix.lower() not in (".wav", ".wave"):
-        return None
-    try:
-        with wave.open(str(path), "rb") as audio:
-            rate = audio.getframerate()
-            return audio.getnframes() / rate if rate else None
-    except (OSError, EOFError, wave.Error):
-        return None
