@@ -103,6 +103,8 @@ async def run_batch(
         base_url=options.base_url,
         sandbox=options.sandbox,
         started_at=started,
+        max_spend_cents=manifest.budget.max_spend_cents,
+        keep_balance_cents=manifest.budget.keep_balance_cents,
     )
     concurrency = options.concurrency or manifest.concurrency
     run_options = RunOptions(

@@ -152,7 +152,8 @@ class JobResult:
     submitted_at: float | None = None  # Unix seconds
     completed_at: float | None = None
     attempts: int = 0  # submit attempts that reached the point of sending
-    cost_cents: int | None = None
+    cost_cents: int | None = None  # AudioPod's charge, from its usage log
+    estimated_cents: int | None = None  # its estimate when this run came to submit it
     files: tuple[OutputFile, ...] = ()
     quality_scores: Mapping[str, float] = field(default_factory=dict)
     download_urls: Mapping[str, str] = field(default_factory=dict)

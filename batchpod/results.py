@@ -42,6 +42,8 @@ class RunHeader:
     balance_after_cents: int | None = None
     exit_code: int | None = None
     stopped: str | None = None  # why the run stopped early, for people
+    max_spend_cents: int | None = None  # the caps in force
+    keep_balance_cents: int | None = None
 
 
 def default_results_path(manifest: Path, fmt: Format) -> Path:
@@ -66,6 +68,9 @@ def results_document(
         "balance_before_cents": header.balance_before_cents,
         "balance_after_cents": header.balance_after_cents,
         "spent_cents": sum(spent) if spent else None,
+        "estimated_cents": sum(r.estimated_cents or 0 for r in results),
+        "max_spend_cents": header.max_spend_cents,
+        "keep_balance_cents": header.keep_balance_cents,
         "counts": {status.value: counts.get(status.value, 0) for status in JobStatus},
         "exit_code": header.exit_code,
     }
@@ -97,6 +102,7 @@ def _entry(result: JobResult, base: Path) -> dict[str, Any]:
     entry["submitted_at"] = _iso(result.submitted_at)
     entry["completed_at"] = _iso(result.completed_at)
     entry["attempts"] = result.attempts
+    entry["estimated_cents"] = result.estimated_cents
     entry["cost_cents"] = result.cost_cents
     entry["cost_usd"] = usd(result.cost_cents) if result.cost_cents is not None else None
     if result.files:

@@ -429,7 +429,7 @@ class Pool:
         progress.estimate_cents = self._estimate_cents(job)
         refused = self.budget.reserve(index, progress.estimate_cents)
         if refused is not None:
-            progress.reason = str(refused.reason)
+            progress.reason = StopReason.BUDGET.value  # the run's 'stopped' line says which cap
             self.halt(Stop(reason=StopReason.BUDGET, message=str(refused)), cancel_in_flight=False)
             return None
         try:
@@ -730,6 +730,7 @@ class Pool:
             completed_at=p.completed_at,
             attempts=p.attempts,
             cost_cents=p.cost_cents,
+            estimated_cents=p.estimate_cents or None,
             files=tuple(p.files),
             quality_scores=dict(p.quality_scores),
             download_urls=dict(p.download_urls) if not self.options.download else {},

@@ -288,7 +288,11 @@ def test_budget_stops_submissions_exit_3(tmp_path: Path, env: None) -> None:
     assert code == 3
     a, b, c = results_of(path)["jobs"]
     assert a["status"] == "succeeded" and a["cost_cents"] == 10
-    assert (b["status"], b["reason"]) == ("skipped", "max_spend")
+    assert (b["status"], b["reason"]) == ("skipped", "budget")
+    assert (a["estimated_cents"], b["estimated_cents"], c["estimated_cents"]) == (10, 100, None)
+    run_info = results_of(path)["run"]
+    assert (run_info["max_spend_cents"], run_info["keep_balance_cents"]) == (50, None)
+    assert run_info["estimated_cents"] == 110 and run_info["spent_cents"] == 10
     assert (c["status"], c["reason"]) == ("skipped", "budget")
     assert "max_spend_usd" in err
 
@@ -415,3 +419,21 @@ def test_sigterm_exits_143(tmp_path: Path, env: None) -> None:
     assert code == 143
     assert "SIGTERM" in err
     assert results_of(path)["jobs"][0]["status"] == "interrupted"
+
+
+def test_plan_gated_mode_fails_that_job_only(tmp_path: Path, env: None) -> None:
+    """A mode the key's plan does not allow (403 on submit) fails that job with a message
+    naming the plan needed; the other jobs go on; exit 1 (not 4: the key is fine)."""
+    path = manifest(
+        tmp_path,
+        "  - {url: 'https://cdn.example.com/a.mp3', mode: producer}\n"
+        "  - {url: 'https://cdn.example.com/b.mp3', mode: two}\n",
+    )
+    with SandboxThread(SandboxSettings(processing_s=0.05, plan="basic")) as sb:
+        code, _, err = run(sb, path)
+    assert code == 1, err
+    gated, fine = results_of(path)["jobs"]
+    assert gated["status"] == "failed"
+    assert gated["error"]["type"] == "PermissionDenied" and gated["error"]["http_status"] == 403
+    assert "creator" in gated["error"]["message"].lower()
+    assert fine["status"] == "succeeded"
