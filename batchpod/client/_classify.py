@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from batchpod.budget import usd
 from batchpod.errors import (
     ApiError,
     AuthenticationError,
@@ -317,12 +318,7 @@ def _balance_figures(body: bytes) -> tuple[int | None, int | None]:
 def _money_said(said: str, required: int | None, available: int | None) -> str:
     if required is None or available is None:
         return said
-    return f"needs {_usd(required)}, has {_usd(available)}; HTTP 402"
-
-
-def _usd(cents: int) -> str:
-    sign = "-" if cents < 0 else ""
-    return f"{sign}${abs(cents) // 100}.{abs(cents) % 100:02d}"
+    return f"needs {usd(required)}, has {usd(available)}; HTTP 402"
 
 
 def _detail_of(data: object) -> str | None:
