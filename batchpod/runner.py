@@ -29,7 +29,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchpod import reconcile
 from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard
-from batchpod.client import RemoteJob, RemoteStatus
+from batchpod.client import RemoteJob, RemoteStatus, UsageRow
 from batchpod.errors import (
     ApiError,
     AuthenticationError,
@@ -66,6 +66,8 @@ class StemApi(Protocol):
     async def list_jobs(self, *, skip: int = 0, limit: int = 50) -> list[RemoteJob]: ...
 
     async def download(self, url: str, dest: Path) -> int: ...
+
+    async def usage(self, *, page: int = 1, limit: int = 50) -> list[UsageRow]: ...
 
 
 class JournalSink(Protocol):
@@ -238,6 +240,8 @@ class Pool:
         self.claimed = {r.remote_id for r in self.records.values() if r.remote_id is not None}
         self._first_of_key: dict[str, int] = {}
         self._source_locks: dict[str, anyio.Lock] = {}
+        self._charges: dict[str, int] = {}  # remote id -> cents, from the usage log
+        self._usage_lock = anyio.Lock()
         self._progress = [
             _Progress(key=key, name=job.name) for key, job in zip(self.keys, self.jobs, strict=True)
         ]
@@ -568,6 +572,26 @@ class Pool:
         await self._submitted(job, progress, adopted.id)
         return adopted
 
+    async def _charge_of(self, remote_id: str) -> int | None:
+        """AudioPod's charge for a completed job, from the newest page of its usage log.
+
+        Jobs completing together share one read: a caller waits for a read in progress and
+        looks in what it brought before reading again. None if the log does not show it yet
+        (the estimate stands; the run's end reads the log again for the results).
+        """
+        if remote_id in self._charges:
+            return self._charges[remote_id]
+        async with self._usage_lock:
+            if remote_id not in self._charges:
+                try:
+                    rows = await self.api.usage(page=1, limit=100)
+                except ApiError:
+                    return None  # bookkeeping only: the estimate stands
+                for row in rows:
+                    if row.job_id is not None:
+                        self._charges.setdefault(row.job_id, row.amount_cents)
+        return self._charges.get(remote_id)
+
     async def _until_ended(self, row: RemoteJob) -> RemoteJob:
         """The candidate once it has completed or failed (polled on the usual schedule)."""
         since = anyio.current_time()
@@ -603,8 +627,12 @@ class Pool:
             await self._save(progress, JobState.FAILED)
             raise JobFailed(progress.error)
         if progress.estimate_cents:
-            # TODO(money issue): settle with the usage log's actual charge, not the estimate.
-            self.budget.settle(index, progress.estimate_cents)
+            # Settle with AudioPod's real charge when its usage log already shows it, so the
+            # caps hold against what was charged, not what was guessed.
+            charged = await self._charge_of(remote.id)
+            if charged is not None:
+                progress.cost_cents = charged
+            self.budget.settle(index, charged if charged is not None else progress.estimate_cents)
             self.reporter.spent(self.budget.spent_cents)
         if remote.quality_scores:
             progress.quality_scores = dict(remote.quality_scores)

@@ -437,3 +437,21 @@ def test_plan_gated_mode_fails_that_job_only(tmp_path: Path, env: None) -> None:
     assert gated["error"]["type"] == "PermissionDenied" and gated["error"]["http_status"] == 403
     assert "creator" in gated["error"]["message"].lower()
     assert fine["status"] == "succeeded"
+
+
+def test_caps_count_real_charges_not_estimates(tmp_path: Path, env: None) -> None:
+    """Each completed job is settled with AudioPod's charge from the usage log: songs that
+    are longer than the manifest claims use up max_spend_usd at their real price."""
+    body = "".join(
+        f"  - {{url: 'https://cdn.example.com/{i}.mp3?duration=300', mode: two, duration: 60}}\n"
+        for i in range(5)
+    )  # estimated at 10 c each, charged 50 c each
+    path = manifest(tmp_path, body, concurrency=1, budget="{max_spend_usd: 1.20}")
+    with SandboxThread(SandboxSettings(processing_s=0.05)) as sb:
+        code, _, err = run(sb, path)
+        created = sb.stats()["jobs"]["created"]
+    assert code == 3, err
+    jobs = results_of(path)["jobs"]
+    assert created == 3  # on estimates alone all five would have gone ($2.50)
+    assert [j["cost_cents"] for j in jobs[:3]] == [50, 50, 50]
+    assert [j["status"] for j in jobs[3:]] == ["skipped", "skipped"]
