@@ -63,6 +63,7 @@ class BatchOptions:
     retry_failed: bool = False
     grace_s: float = 30.0  # after a first signal, how long jobs in flight may still finish
     assumed_duration_s: float = DEFAULT_ASSUMED_DURATION_S  # for songs of unknown length
+    balance_refresh_s: float = 30.0  # how often the wallet is read again during the run
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +116,7 @@ async def run_batch(
         retry=options.retry,
         retry_failed=options.retry_failed,
         assumed_duration_s=options.assumed_duration_s,
+        balance_refresh_s=options.balance_refresh_s,
     )
     writer = _ResultsWriter(results_path, options.results_format, base=manifest.path.parent)
     state_path = options.state_path or default_state_path(manifest.path)

@@ -52,8 +52,22 @@ class Refused:
         )
 
 
+@dataclass(slots=True)
+class _Held:
+    cents: int  # the reservation, which AudioPod now holds (at its real price)
+    generation: int  # submits counted so far, this one included
+    reflected: bool = False  # a balance read since then already shows AudioPod's hold
+
+
 class BudgetGuard:
-    """Reservations against a run's spend cap and the wallet's floor."""
+    """Reservations against a run's spend cap and the wallet's floor.
+
+    The wallet is modelled as ``balance_cents``: the last balance read, less what this run's
+    submits have taken since (AudioPod holds a job's charge from its submit, and refunds it
+    if the job fails). A reservation is *pending* until its submit is answered, then *held*
+    until the job is settled or released. ``refresh`` replaces the model with a fresh read,
+    which also shows what other clients of the same wallet have spent.
+    """
 
     def __init__(
         self,
@@ -64,45 +78,82 @@ class BudgetGuard:
     ) -> None:
         self.max_spend_cents = max_spend_cents
         self.keep_balance_cents = keep_balance_cents
-        self.balance_cents = balance_cents  # the wallet as last read, before in-flight jobs
+        self.balance_cents = balance_cents
         self.spent_cents = 0
-        self._reserved: dict[int, int] = {}
+        self.generation = 0
+        self._pending: dict[int, int] = {}
+        self._held: dict[int, _Held] = {}
 
     @property
     def reserved_cents(self) -> int:
-        """The total held for jobs in flight."""
-        return sum(self._reserved.values())
+        """The total held for jobs in flight (pending and held)."""
+        return sum(self._pending.values()) + sum(h.cents for h in self._held.values())
 
     def reserve(self, token: int, cents: int) -> Refused | None:
         """Hold ``cents`` for job ``token``; return why not if it would break a limit."""
-        reserved = self.reserved_cents
         if self.max_spend_cents is not None:
-            available = self.max_spend_cents - self.spent_cents - reserved
+            available = self.max_spend_cents - self.spent_cents - self.reserved_cents
             if cents > available:
                 return Refused(
                     reason=Refusal.MAX_SPEND, needed_cents=cents, available_cents=max(available, 0)
                 )
         if self.keep_balance_cents is not None and self.balance_cents is not None:
-            available = self.balance_cents - reserved - self.keep_balance_cents
+            # Held reservations are already out of the modelled balance.
+            pending = sum(self._pending.values())
+            available = self.balance_cents - pending - self.keep_balance_cents
             if cents > available:
                 return Refused(
                     reason=Refusal.KEEP_BALANCE,
                     needed_cents=cents,
                     available_cents=max(available, 0),
                 )
-        self._reserved[token] = cents
+        self._pending[token] = cents
         return None
+
+    def submitted(self, token: int) -> None:
+        """AudioPod accepted job ``token``: it now holds the charge, out of the balance."""
+        cents = self._pending.pop(token, None)
+        if cents is None:
+            return
+        self.generation += 1
+        self._held[token] = _Held(cents=cents, generation=self.generation)
+        if self.balance_cents is not None:
+            self.balance_cents -= cents
 
     def settle(self, token: int, charged_cents: int) -> None:
         """The job completed and was charged ``charged_cents``: spend it, drop its hold."""
-        self._reserved.pop(token, None)
         self.spent_cents += charged_cents
-        if self.balance_cents is not None:
-            self.balance_cents -= charged_cents
+        if token in self._pending:  # settled without a recorded submit
+            del self._pending[token]
+            if self.balance_cents is not None:
+                self.balance_cents -= charged_cents
+            return
+        held = self._held.pop(token, None)
+        if held is not None and not held.reflected and self.balance_cents is not None:
+            self.balance_cents += held.cents - charged_cents  # the estimate was taken out
 
     def release(self, token: int) -> None:
         """The job failed or was never sent: drop its hold (AudioPod refunds failures)."""
-        self._reserved.pop(token, None)
+        if self._pending.pop(token, None) is not None:
+            return
+        held = self._held.pop(token, None)
+        if held is not None and not held.reflected and self.balance_cents is not None:
+            self.balance_cents += held.cents
+        # A hold a balance read already showed comes back with the next read (the refund).
+
+    def refresh(self, balance_cents: int, *, generation: int) -> None:
+        """A balance read, sent when ``generation`` submits had been counted, arrived.
+
+        Holds counted by then are in the read; holds counted since are not yet, so they stay
+        taken out of the model.
+        """
+        newer = 0
+        for held in self._held.values():
+            if held.generation <= generation:
+                held.reflected = True
+            elif not held.reflected:
+                newer += held.cents
+        self.balance_cents = balance_cents - newer
 
 
 def usd(cents: int) -> str:

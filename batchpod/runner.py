@@ -29,7 +29,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchpod import reconcile
 from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard
-from batchpod.client import RemoteJob, RemoteStatus, UsageRow
+from batchpod.client import Balance, RemoteJob, RemoteStatus, UsageRow
 from batchpod.errors import (
     ApiError,
     AuthenticationError,
@@ -68,6 +68,8 @@ class StemApi(Protocol):
     async def download(self, url: str, dest: Path) -> int: ...
 
     async def usage(self, *, page: int = 1, limit: int = 50) -> list[UsageRow]: ...
+
+    async def balance(self) -> Balance: ...
 
 
 class JournalSink(Protocol):
@@ -121,6 +123,7 @@ class RunOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     job_timeout_s: float = 6 * 3600.0
     retry_failed: bool = False  # submit jobs that failed in an earlier run again
+    balance_refresh_s: float = 30.0  # how often the wallet is read again (0: never)
     cents_per_minute: int = 10
     assumed_duration_s: float = DEFAULT_ASSUMED_DURATION_S
 
@@ -137,6 +140,7 @@ class _Progress:
 
     key: str
     name: str
+    index: int
     state: JobState = JobState.PENDING
     intent_at: float | None = None
     cost_cents: int | None = None
@@ -243,7 +247,8 @@ class Pool:
         self._charges: dict[str, int] = {}  # remote id -> cents, from the usage log
         self._usage_lock = anyio.Lock()
         self._progress = [
-            _Progress(key=key, name=job.name) for key, job in zip(self.keys, self.jobs, strict=True)
+            _Progress(key=key, name=job.name, index=index)
+            for index, (key, job) in enumerate(zip(self.keys, self.jobs, strict=True))
         ]
         self._cancel: anyio.CancelScope | None = None
         self.board = StatusBoard(api, poll=options.poll, retry=options.retry, rng=self.rng)
@@ -259,6 +264,8 @@ class Pool:
             await self._reconcile_earlier_unknowns()
             async with anyio.create_task_group() as board:
                 board.start_soon(self.board.run)
+                if self.options.balance_refresh_s and self.budget.balance_cents is not None:
+                    board.start_soon(self._refresh_balance)
                 async with anyio.create_task_group() as tg:
                     for _ in range(min(self.options.concurrency, len(self.jobs))):
                         tg.start_soon(self._worker, receive.clone())
@@ -266,6 +273,21 @@ class Pool:
                     await self._feed(send)
                 board.cancel_scope.cancel()  # every job has ended: nothing left to watch
         return self.results()
+
+    async def _refresh_balance(self) -> None:
+        """Read the wallet again from time to time: other spenders on it are seen, and a
+        refund lands in the model."""
+        while True:
+            await anyio.sleep(self.options.balance_refresh_s)
+            generation = self.budget.generation
+            try:
+                balance = await self.api.balance()
+            except AuthenticationError as exc:
+                self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
+                return
+            except ApiError:
+                continue  # the model stands until the next read
+            self.budget.refresh(balance.balance_cents, generation=generation)
 
     def _inherited_spend(self) -> int:
         """What earlier, unfinished runs paid (or may have paid) for jobs not yet done.
@@ -524,6 +546,7 @@ class Pool:
         return self._source_locks.setdefault(reconcile.identity(job), anyio.Lock())
 
     async def _submitted(self, job: Job, progress: _Progress, remote_id: str) -> None:
+        self.budget.submitted(progress.index)
         progress.remote_id = remote_id
         progress.submitted_at = self.clock()
         self.claimed.add(remote_id)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchpod.budget import BudgetGuard
-from batchpod.client import RemoteJob, RemoteStatus, UsageRow
+from batchpod.client import Balance, RemoteJob, RemoteStatus, UsageRow
 from batchpod.errors import ServerError
 from batchpod.models import Job, JobResult, JobStatus, Mode, Source
 from batchpod.poller import PAGE_SIZE
@@ -71,6 +71,9 @@ class MemoryApi:
             raise ServerError("the list is down", http_status=503)
         newest_first = sorted(self.created, key=lambda i: self.created[i], reverse=True)
         return [self._row(i) for i in newest_first[skip : skip + limit]]
+
+    async def balance(self) -> Balance:
+        return Balance(balance_cents=10_000, total_spent_cents=None)
 
     async def usage(self, *, page: int = 1, limit: int = 50) -> list[UsageRow]:
         return []  # charges are not modelled here (the sandbox tests cover them)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchpod.budget import BudgetGuard, Refusal, cost_cents, usd
+from batchpod.budget import BudgetGuard, cost_cents, usd
 from batchpod.retry import PollPolicy, RetryPolicy
 
 
@@ -74,32 +74,51 @@ def test_usd_formats_cents_for_people() -> None:
     )
 
 
-@given(
-    st.integers(0, 10_000),
-    st.integers(0, 10_000),
-    st.integers(0, 50_000),
-    st.lists(st.tuples(st.integers(0, 3_000), st.sampled_from(["settle", "release"])), max_size=40),
+_step = st.tuples(
+    st.integers(0, 3_000),  # the job's cost (estimates are exact here)
+    st.sampled_from(["settle", "release"]),  # how it ends
+    st.booleans(),  # whether the wallet is read again before the next job
+    st.integers(0, 500),  # what another client of the wallet spends meanwhile
 )
-def test_reservations_never_break_the_limits(
-    max_spend: int, keep: int, balance: int, jobs: list[tuple[int, str]]
+
+
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 50_000), st.lists(_step))
+def test_budget_holds_against_a_simulated_wallet(
+    max_spend: int, keep: int, balance: int, steps: list[tuple[int, str, bool, int]]
 ) -> None:
-    """However jobs are reserved, settled and released, spent + reserved <= max_spend and
-    balance - reserved >= keep_balance hold at every step."""
+    """Jobs reserved, submitted, settled, released, the wallet read again, another client
+    spending: spend never passes max_spend, the real wallet never goes below keep_balance
+    through our submits, and every reservation is returned at the end."""
     guard = BudgetGuard(max_spend_cents=max_spend, keep_balance_cents=keep, balance_cents=balance)
-    held: list[tuple[int, int, str]] = []
-    for token, (cents, end) in enumerate(jobs):
-        refused = guard.reserve(token, cents)
-        if refused is None:
-            held.append((token, cents, end))
-        else:
-            assert refused.reason in (Refusal.MAX_SPEND, Refusal.KEEP_BALANCE)
+    wallet = balance  # the server's balance
+    unseen = 0  # what the other client spent since the guard last read the wallet
+    in_flight: list[tuple[int, int, str]] = []
+    for token, (cents, end, read, other) in enumerate(steps):
+        spent_by_other = min(other, max(wallet, 0))
+        wallet -= spent_by_other
+        unseen += spent_by_other
+        if read:
+            guard.refresh(wallet, generation=guard.generation)
+            unseen = 0
+        if guard.reserve(token, cents) is None:
+            if unseen == 0 and cents:  # the guard knows the wallet: it never goes under keep
+                assert wallet - cents >= keep
+            wallet -= cents  # AudioPod holds the charge at submit
+            guard.submitted(token)
+            in_flight.append((token, cents, end))
         assert guard.spent_cents + guard.reserved_cents <= max_spend
-        if guard.balance_cents is not None and (balance - keep) >= 0:
-            assert guard.balance_cents - guard.reserved_cents >= keep
-        if len(held) > 2:  # finish the oldest job in flight
-            old, amount, how = held.pop(0)
+        if len(in_flight) > 2:
+            old, amount, how = in_flight.pop(0)
             if how == "settle":
                 guard.settle(old, amount)
             else:
                 guard.release(old)
+                wallet += amount  # refunded
+    for old, amount, how in in_flight:
+        if how == "settle":
+            guard.settle(old, amount)
+        else:
+            guard.release(old)
+            wallet += amount
+    assert guard.reserved_cents == 0
     assert guard.spent_cents <= max_spend
