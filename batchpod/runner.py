@@ -468,6 +468,7 @@ class Pool:
         except InsufficientBalance as exc:
             self.budget.release(index)
             progress.reason = StopReason.BALANCE.value
+            progress.error = _record(exc)  # with the required and available amounts
             await self._save(progress, JobState.PENDING)  # 402: nothing was created
             self.halt(Stop(reason=StopReason.BALANCE, message=str(exc)), cancel_in_flight=False)
             return None

@@ -82,9 +82,19 @@ _step = st.tuples(
 )
 
 
-@given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 50_000), st.lists(_step))
+@given(
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.integers(0, 50_000),
+    st.integers(1, 8),
+    st.lists(_step),
+)
 def test_budget_holds_against_a_simulated_wallet(
-    max_spend: int, keep: int, balance: int, steps: list[tuple[int, str, bool, int]]
+    max_spend: int,
+    keep: int,
+    balance: int,
+    concurrency: int,
+    steps: list[tuple[int, str, bool, int]],
 ) -> None:
     """Jobs reserved, submitted, settled, released, the wallet read again, another client
     spending: spend never passes max_spend, the real wallet never goes below keep_balance
@@ -107,7 +117,7 @@ def test_budget_holds_against_a_simulated_wallet(
             guard.submitted(token)
             in_flight.append((token, cents, end))
         assert guard.spent_cents + guard.reserved_cents <= max_spend
-        if len(in_flight) > 2:
+        if len(in_flight) >= concurrency:  # the oldest job in flight ends
             old, amount, how = in_flight.pop(0)
             if how == "settle":
                 guard.settle(old, amount)

@@ -57,6 +57,13 @@ class Wallet:
         self.balance_cents += cents
         return cents
 
+    def top_up(self, cents: int) -> None:
+        """Add ``cents`` to the wallet, as a top-up through the dashboard would."""
+        if cents < 0:
+            raise ValueError("cents must be >= 0")
+        self.initial_cents += cents  # keeps balance + reserved + spent == initial
+        self.balance_cents += cents
+
     def holds(self) -> dict[int, int]:
         """A copy of the open holds, job id -> cents."""
         return dict(self._holds)

@@ -329,6 +329,10 @@ class SandboxState:
         del account.jobs[job_id]
         del self.jobs[job_id]
 
+    def top_up(self, key: str, cents: int) -> None:
+        """Add ``cents`` to ``key``'s wallet (tests: a top-up between two runs)."""
+        self.accounts[key].wallet.top_up(cents)
+
     # -- rendering ------------------------------------------------------------------------
 
     def render_job(self, job: Job, now: float, *, media_base: str) -> dict[str, Any]:
