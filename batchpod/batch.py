@@ -27,7 +27,6 @@ from batchpod.client import ApiClient
 from batchpod.errors import ApiError, OutputError, ResultsWriteError, SourceFileError
 from batchpod.journal import (
     JobRecord,
-    JobState,
     Journal,
     JournalWriter,
     RunLock,
@@ -41,7 +40,6 @@ from batchpod.retry import PollPolicy, RetryPolicy
 from batchpod.runner import Pool, Reporter, RunOptions, Stop, StopReason
 
 log = logging.getLogger("batchpod")
-_NO_RECORD = JobRecord(key="", state=JobState.PENDING, name="")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,7 +196,8 @@ async def _run_locked(
             costs = {
                 key: r.cost_cents
                 for key, r in zip(keys, results, strict=True)
-                if r.cost_cents is not None and records.get(key, _NO_RECORD).cost_cents is None
+                if r.cost_cents is not None
+                and (key not in records or records[key].cost_cents is None)
             }
             if costs:
                 await anyio.to_thread.run_sync(journal.set_costs, costs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 
 #: AudioPod's documented price for stem extraction: $0.10 per minute of input audio.
@@ -154,6 +155,16 @@ class BudgetGuard:
             elif not held.reflected:
                 newer += held.cents
         self.balance_cents = balance_cents - newer
+
+
+def dollars_to_cents(amount: Decimal) -> int:
+    """A dollar amount as integer cents; ValueError unless finite, >= 0 and in whole cents."""
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"not a dollar amount of 0 or more: {amount}")
+    cents = amount * 100
+    if cents != cents.to_integral_value():
+        raise ValueError(f"not in whole cents: {amount}")
+    return int(cents)
 
 
 def usd(cents: int) -> str:

@@ -16,18 +16,23 @@ import math
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from enum import IntEnum
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 import anyio
 
 from batchpod import __version__
 from batchpod import sandbox as sandbox_api
 from batchpod.batch import BatchOptions, RunSummary, job_keys, run_batch
-from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, DEFAULT_CENTS_PER_MINUTE, usd
+from batchpod.budget import (
+    DEFAULT_ASSUMED_DURATION_S,
+    DEFAULT_CENTS_PER_MINUTE,
+    dollars_to_cents,
+    usd,
+)
 from batchpod.client import DEFAULT_BASE_URL, ApiClient
 from batchpod.errors import (
     ApiError,
@@ -47,6 +52,8 @@ from batchpod.manifest import check_manifest, load_manifest
 from batchpod.models import JobStatus, Manifest
 from batchpod.progress import BarReporter, LogReporter
 from batchpod.runner import Reporter, StopReason
+
+N = TypeVar("N", int, float)
 
 
 class ExitCode(IntEnum):
@@ -257,40 +264,32 @@ def _dollars(text: str) -> int:
         value = Decimal(text.strip().removeprefix("$"))
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"not an amount in dollars: {text!r}") from None
-    cents = value * 100
-    if not value.is_finite() or value < 0 or cents != cents.to_integral_value():
-        raise argparse.ArgumentTypeError(f"dollars >= 0 in whole cents, please: {text!r}")
-    return int(cents)
-
-
-def _positive_float(text: str) -> float:
     try:
-        value = float(text)
+        return dollars_to_cents(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be above 0: {text}")
-    return value
+        raise argparse.ArgumentTypeError(f"dollars >= 0 in whole cents, please: {text!r}") from None
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
+def _number(
+    convert: Callable[[str], N], noun: str, accept: Callable[[N], bool], requirement: str
+) -> Callable[[str], N]:
+    """An argparse type: ``convert`` the text, then insist that ``accept`` holds."""
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{requirement}: {text}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
+_positive_float = _number(float, "a number", lambda v: 0 < v < math.inf, "must be above 0")
+_seconds = _number(float, "a number of seconds", lambda v: v >= 0, "must be 0 or more")
+_positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1")
 
 
 def main(

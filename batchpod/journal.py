@@ -262,32 +262,23 @@ class Journal:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def get(self, key: str) -> JobRecord | None:
-        """The job's record, if it has one."""
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE key = ?", (key,)).fetchone()
-        return _record(row) if row else None
-
     def records(self) -> dict[str, JobRecord]:
         """Every job's record, by key."""
-        if not self._has_jobs_table():
+        if not self._has_schema():
             return {}
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs").fetchall()
         return {row["key"]: _record(row) for row in rows}
 
-    def claimed_remote_ids(self) -> set[str]:
-        """Remote ids already held by some job: they cannot be adopted by another."""
-        rows = self._db.execute("SELECT remote_id FROM jobs WHERE remote_id IS NOT NULL")
-        return {r[0] for r in rows}
-
-    def _has_jobs_table(self) -> bool:
+    def _has_schema(self) -> bool:
+        """Whether the tables exist (a file a killed run left empty has none yet)."""
         row = self._db.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'file_hashes'"
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
         ).fetchone()
         return bool(row[0])
 
     def cached_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
         """A file's content hash from an earlier run, if the file looks unchanged."""
-        if not self._has_jobs_table():
+        if not self._has_schema():
             return None
         row = self._db.execute(
             "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",

@@ -21,7 +21,7 @@ import string
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -35,6 +35,7 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver, Resolver
 from yaml.scanner import Scanner
 
+from batchpod.budget import dollars_to_cents
 from batchpod.errors import ManifestError, Problem
 from batchpod.models import Budget, Job, Manifest, Mode, Source, Stem
 
@@ -511,13 +512,10 @@ class _Checker:
             )
             return _INVALID
         try:
-            cents = Decimal(str(value)) * 100
-        except InvalidOperation:  # pragma: no cover - finite floats always convert
-            cents = Decimal("NaN")
-        if cents != cents.to_integral_value():
+            return dollars_to_cents(Decimal(str(value)))
+        except ValueError:  # finite and >= 0 was checked above: only whole cents is left
             self.report(node, f"'{key}' must be in whole cents, got {node.value}")
             return _INVALID
-        return int(cents)
 
     def defaults(self, node: Node | None) -> dict[str, _Field]:
         if node is None or _is_null(node):

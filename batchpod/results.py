@@ -130,19 +130,12 @@ def _yaml(data: Any) -> str:
     return text
 
 
-def render(document: dict[str, Any], fmt: Format) -> str:
-    """The document as YAML or JSON text."""
-    if fmt == "json":
-        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    return _yaml(document)
-
-
 class Renderer:
     """Renders results documents again and again, re-rendering only the jobs that changed.
 
     The results file is rewritten while a run goes on; rendering 100,000 entries each time
-    would cost far more than the run itself. The text is the same as ``render`` would give
-    (YAML), or JSON with one job per line.
+    would cost far more than the run itself. The text loads to ``results_document``'s data:
+    YAML, or JSON with one job per line.
     """
 
     def __init__(self, fmt: Format, *, base: Path) -> None:

@@ -297,10 +297,12 @@ class Pool:
         spend past ``max_spend_usd``. Jobs an earlier run finished are not counted.
         """
         total = 0
+        counted: set[str] = set()  # a song listed twice was paid for once
         for index, key in enumerate(self.keys):
             record = self.records.get(key)
-            if record is None or self._first_of_key.setdefault(key, index) != index:
+            if record is None or key in counted:
                 continue
+            counted.add(key)
             in_flight = record.state in (
                 JobState.SUBMITTING,
                 JobState.UNKNOWN,
@@ -309,7 +311,6 @@ class Pool:
             )
             if in_flight:
                 total += record.cost_cents or self._estimate_cents(self.jobs[index])
-        self._first_of_key.clear()
         return total
 
     async def _reconcile_earlier_unknowns(self) -> None:
