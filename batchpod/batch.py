@@ -9,15 +9,18 @@ passes a ``Reporter`` and a function from the summary to the exit code recorded 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import random
 import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -25,6 +28,7 @@ from batchpod import __version__
 from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard
 from batchpod.client import ApiClient
 from batchpod.errors import ApiError, OutputError, ResultsWriteError, SourceFileError
+from batchpod.flow import with_retries
 from batchpod.journal import (
     JobRecord,
     Journal,
@@ -62,6 +66,9 @@ class BatchOptions:
     grace_s: float = 30.0  # after a first signal, how long jobs in flight may still finish
     assumed_duration_s: float = DEFAULT_ASSUMED_DURATION_S  # for songs of unknown length
     balance_refresh_s: float = 30.0  # how often the wallet is read again during the run
+    max_rps: float | None = None  # API requests per second at most (None: no cap)
+    download_concurrency: int = 16  # stem downloads at once
+    job_timeout_s: float = 2 * 3600.0  # a job not done by then is recorded as expired
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +83,10 @@ class RunSummary:
     balance_before_cents: int | None
     balance_after_cents: int | None
     peak_in_flight: int
+    jobs_worked: int = 0  # jobs this run submitted or followed at AudioPod
+    api_requests: int = 0  # API requests sent (stem downloads apart)
+    throttled: int = 0  # of which answered 429
+    retries: Mapping[str, int] = field(default_factory=dict)  # requests sent again, by cause
 
     @property
     def spent_cents(self) -> int:
@@ -115,6 +126,8 @@ async def run_batch(
         retry_failed=options.retry_failed,
         assumed_duration_s=options.assumed_duration_s,
         balance_refresh_s=options.balance_refresh_s,
+        download_concurrency=options.download_concurrency,
+        job_timeout_s=options.job_timeout_s,
     )
     writer = _ResultsWriter(results_path, options.results_format, base=manifest.path.parent)
     state_path = options.state_path or default_state_path(manifest.path)
@@ -157,11 +170,14 @@ async def _run_locked(
             base_url=options.base_url,
             api_key=options.api_key,
             max_connections=run_options.concurrency,
+            max_rps=options.max_rps,
         ) as client,
         anyio.create_task_group() as signals,
     ):
-        # Pre-flight: a refused key stops the run here, before anything is submitted.
-        before = await client.balance()
+        # Pre-flight: a refused key stops the run here, before anything is submitted. A read
+        # that outlasts the retry policy stops it too (exit 69): nothing is lost.
+        retrying = functools.partial(with_retries, policy=options.retry, rng=random.Random())
+        before = await retrying(client.balance)
         header = replace(header, balance_before_cents=before.balance_cents)
         guard = BudgetGuard(
             max_spend_cents=manifest.budget.max_spend_cents,
@@ -192,7 +208,7 @@ async def _run_locked(
         results = pool.results()
         after: int | None = None
         with anyio.move_on_after(30, shield=True):
-            results = await _with_costs(client, results)
+            results = await _with_costs(client, results, retrying)
             costs = {
                 key: r.cost_cents
                 for key, r in zip(keys, results, strict=True)
@@ -202,7 +218,7 @@ async def _run_locked(
             if costs:
                 await anyio.to_thread.run_sync(journal.set_costs, costs)
             try:
-                after = (await client.balance()).balance_cents
+                after = (await retrying(client.balance)).balance_cents
             except ApiError as exc:
                 log.warning("could not read the balance after the run: %s", exc)
         summary = RunSummary(
@@ -214,9 +230,17 @@ async def _run_locked(
             balance_before_cents=before.balance_cents,
             balance_after_cents=after,
             peak_in_flight=pool.peak_in_flight,
+            jobs_worked=pool.worked,
+            api_requests=client.counts.requests,
+            throttled=client.counts.throttled,
+            retries=dict(pool.retry_counts),
         )
         header = replace(
             header,
+            jobs_worked=summary.jobs_worked,
+            api_requests=summary.api_requests,
+            throttled=summary.throttled,
+            retries=summary.retries,
             finished_at=summary.finished_at,
             balance_after_cents=after,
             exit_code=int(exit_code_of(summary)),
@@ -274,7 +298,9 @@ async def job_keys(jobs: Sequence[Job], journal: Journal, *, remember: bool = Tr
     ]
 
 
-async def _with_costs(client: ApiClient, results: list[JobResult]) -> list[JobResult]:
+async def _with_costs(
+    client: ApiClient, results: list[JobResult], retrying: Callable[..., Awaitable[Any]]
+) -> list[JobResult]:
     """Fill in each submitted job's charge from the usage log (one request per 100 rows)."""
     wanted = {r.remote_id for r in results if r.remote_id is not None and r.cost_cents is None}
     charges: dict[str, int] = {}
@@ -283,7 +309,7 @@ async def _with_costs(client: ApiClient, results: list[JobResult]) -> list[JobRe
     max_pages = len(wanted) // 100 + 3
     try:
         while wanted - charges.keys() and page <= max_pages:
-            rows = await client.usage(page=page, limit=100)
+            rows = await retrying(functools.partial(client.usage, page=page, limit=100))
             for row in rows:
                 if row.job_id in wanted:
                     charges.setdefault(row.job_id, row.amount_cents)

@@ -162,6 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="after Ctrl-C or SIGTERM, how long jobs in flight may still finish (default: 30)",
     )
+    run.add_argument(
+        "--job-timeout",
+        metavar="TIME",
+        type=_duration,
+        default=2 * 3600.0,
+        help="how long one job may take, submit to last stem, before it is recorded as "
+        "'expired' (a re-run picks it up without paying again); seconds, or with a unit: "
+        "90m, 2h (default: 2h)",
+    )
+    run.add_argument(
+        "--max-rps",
+        metavar="N",
+        type=_positive_float,
+        help="send at most N API requests per second, evenly spaced (stem downloads apart; "
+        "default: no cap beyond backing off on AudioPod's 429s)",
+    )
+    run.add_argument(
+        "--download-concurrency",
+        metavar="N",
+        type=_positive_int,
+        default=16,
+        help="stem downloads at once, across all jobs (default: 16)",
+    )
     run.set_defaults(handler=_cmd_run)
 
     status = commands.add_parser(
@@ -290,6 +313,20 @@ def _number(
 _positive_float = _number(float, "a number", lambda v: 0 < v < math.inf, "must be above 0")
 _seconds = _number(float, "a number of seconds", lambda v: v >= 0, "must be 0 or more")
 _positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """An argparse type: seconds, or a number with a unit (``90s``, ``45m``, ``2h``)."""
+    number, unit = text.strip(), "s"
+    for suffix in sorted(_UNITS, key=len, reverse=True):
+        if number.lower().endswith(suffix):
+            number, unit = number[: -len(suffix)].strip(), suffix
+            break
+    seconds = _positive_float(number) * _UNITS[unit]
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"must be a finite time: {text}")
+    return seconds
 
 
 def main(
@@ -470,6 +507,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 retry_failed=args.retry_failed,
                 grace_s=args.grace,
                 assumed_duration_s=args.assume_duration * 60,
+                job_timeout_s=args.job_timeout,
+                max_rps=args.max_rps,
+                download_concurrency=args.download_concurrency,
             )
             return await run_batch(manifest, options, reporter=reporter, exit_code_of=_exit_code)
 

@@ -121,6 +121,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"  # AudioPod failed it, refused it, or a download could not finish
     SKIPPED = "skipped"  # never submitted: the run stopped (budget, balance, key, signal)
     INTERRUPTED = "interrupted"  # submitted, but the run stopped before it finished
+    EXPIRED = "expired"  # submitted, but not finished within --job-timeout (a re-run resumes)
     UNKNOWN = "unknown"  # a submit's outcome could not be settled without guessing
 
 
@@ -160,6 +161,7 @@ class JobResult:
     error: ErrorRecord | None = None
     reason: str | None = None  # for skipped jobs: why
     duplicate_of: str | None = None  # the job (by name) that does this one's work
+    retries: Mapping[str, int] = field(default_factory=dict)  # this run's retries, by cause
 
     @property
     def ok(self) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,8 +67,10 @@ class StatusBoard:
         poll: PollPolicy,
         retry: RetryPolicy,
         rng: random.Random,
+        on_retry: Callable[[ApiError], None] | None = None,
     ) -> None:
         self.api = api
+        self.on_retry = on_retry or (lambda exc: None)  # told of each read it backs off from
         self.poll = poll
         self.retry = retry
         self.rng = rng
@@ -132,6 +135,8 @@ class StatusBoard:
                 return
             except ApiError as exc:
                 self._list_failures += 1
+                if is_transient(exc):
+                    self.on_retry(exc)
                 if is_transient(exc) and self._list_failures < LIST_FAILURES_BEFORE_SINGLES:
                     # Back every due job off rather than polling each one: under a 429 or an
                     # outage, a burst of status requests is the worst answer.
@@ -140,7 +145,8 @@ class StatusBoard:
                     )
                     for waiter in waiters.values():
                         waiter.due = max(waiter.due, now + max(delay, self.poll.first_s))
-                    log.info("job list unavailable (%s); will try again", exc)
+                    if self._list_failures == 1:  # once per spell, not once per sweep
+                        log.info("job list unavailable (%s); will try again", exc)
                     return
                 if not is_transient(exc):
                     log.warning("job list unusable (%s); polling each job instead", exc)
@@ -180,6 +186,7 @@ class StatusBoard:
                 waiter.done.set()
                 return
             waiter.failures += 1
+            self.on_retry(exc)
             wait = self.retry.delay_s(
                 waiter.failures, retry_after_s=getattr(exc, "retry_after_s", None), rng=self.rng
             )

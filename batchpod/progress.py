@@ -16,13 +16,17 @@ from batchpod.models import Job, JobResult, JobStatus
 
 log = logging.getLogger("batchpod")
 
+#: Endings worth a line even under --quiet: the job did not do what the run asked.
+_TROUBLE = (JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.UNKNOWN)
+
 
 def describe(result: JobResult) -> str:
     """One line about a finished job, for people."""
     name = result.job.name
-    if result.status is JobStatus.FAILED and result.error is not None:
+    if result.status in _TROUBLE and result.error is not None:
         code = f" (HTTP {result.error.http_status})" if result.error.http_status else ""
-        return f"{name}: failed: {result.error.type}{code}: {result.error.message}"
+        status = result.status.value
+        return f"{name}: {status}: {result.error.type}{code}: {result.error.message}"
     if result.status is JobStatus.SUCCEEDED:
         return f"{name}: succeeded, {len(result.files)} stems"
     return f"{name}: {result.status.value}"
@@ -39,7 +43,7 @@ class LogReporter:
             log.info("%s: %s%s", job.name, event, f" ({detail})" if detail else "")
 
     def job_finished(self, result: JobResult) -> None:
-        if result.status is JobStatus.FAILED:
+        if result.status in _TROUBLE:
             log.error("%s", describe(result))
         elif not self.quiet:
             log.info("%s", describe(result))
@@ -66,7 +70,7 @@ class BarReporter:
 
     def job_finished(self, result: JobResult) -> None:
         self.finished += 1
-        if result.status is JobStatus.FAILED:
+        if result.status in _TROUBLE:
             self.failed += 1
             self.bar.write(describe(result))
         self.bar.update(1)

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,10 @@ class RunHeader:
     stopped: str | None = None  # why the run stopped early, for people
     max_spend_cents: int | None = None  # the caps in force
     keep_balance_cents: int | None = None
+    jobs_worked: int | None = None  # jobs this run submitted or followed at AudioPod
+    api_requests: int | None = None  # API requests sent (stem downloads apart)
+    throttled: int | None = None  # of which answered 429
+    retries: Mapping[str, int] | None = None  # requests sent again, by cause
 
 
 def default_results_path(manifest: Path, fmt: Format) -> Path:
@@ -74,6 +78,14 @@ def results_document(
         "counts": {status.value: counts.get(status.value, 0) for status in JobStatus},
         "exit_code": header.exit_code,
     }
+    if header.api_requests is not None:
+        worked = header.jobs_worked or 0
+        run["requests"] = {
+            "api": header.api_requests,
+            "per_job": round(header.api_requests / worked, 2) if worked else None,
+            "throttled": header.throttled or 0,
+            "retries": dict(sorted((header.retries or {}).items())),
+        }
     if header.stopped:
         run["stopped"] = header.stopped
     document: dict[str, Any] = {"results_version": RESULTS_VERSION, "run": run}
@@ -102,6 +114,8 @@ def _entry(result: JobResult, base: Path) -> dict[str, Any]:
     entry["submitted_at"] = _iso(result.submitted_at)
     entry["completed_at"] = _iso(result.completed_at)
     entry["attempts"] = result.attempts
+    if result.retries:
+        entry["retries"] = dict(sorted(result.retries.items()))
     entry["estimated_cents"] = result.estimated_cents
     entry["cost_cents"] = result.cost_cents
     entry["cost_usd"] = usd(result.cost_cents) if result.cost_cents is not None else None

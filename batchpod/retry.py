@@ -14,7 +14,14 @@ Two schedules live here:
   1.95, ... s, then every 15 s once a job is a minute old. A job's status is learnt within a
   quarter of its age, at a cost that grows only with the logarithm of its length.
 
-The caller passes the random source, so tests fix it.
+The caller passes the random source, so tests fix it. ``retry_cause`` names why a request is
+retried, for the per-job and per-run counts in the results.
+
+Why not a retry library (tenacity, backoff): the loops that use these schedules are not plain
+"call again" loops. A submit is reconciled against the job list between attempts and must not
+be resent while a stop is pending; every 429 also shrinks the pool's submit window; each
+retry is counted by cause for the results. What a library would add, the two small functions
+below already are.
 """
 
 from __future__ import annotations
@@ -22,12 +29,21 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from batchpod.errors import (
+    DownloadError,
+    DownloadLinkExpired,
+    InvalidResponse,
+    RateLimited,
+    ServerError,
+    TransportError,
+)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """Bounds and backoff for retrying one idempotent request (see the module docstring)."""
 
-    max_attempts: int = 6
+    max_attempts: int = 10
     max_total_s: float = 120.0
     base_s: float = 0.5
     max_backoff_s: float = 30.0
@@ -78,3 +94,20 @@ class PollPolicy:
         """Seconds until the next poll of a job submitted ``age_s`` seconds ago."""
         base = min(self.max_s, max(self.first_s, self.growth * age_s))
         return base * rng.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+def retry_cause(exc: BaseException) -> str:
+    """A short name for why a request is retried: ``429``, ``503``, ``timeout``, ..."""
+    if isinstance(exc, RateLimited):
+        return "429"
+    if isinstance(exc, ServerError):
+        return str(exc.http_status) if exc.http_status else "5xx"
+    if isinstance(exc, TransportError):
+        return "timeout" if "timed out" in exc.message else "connection"
+    if isinstance(exc, DownloadLinkExpired):
+        return "link_expired"
+    if isinstance(exc, DownloadError):
+        return "download"
+    if isinstance(exc, InvalidResponse):
+        return "invalid_response"
+    return type(exc).__name__

@@ -17,6 +17,7 @@ import functools
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,16 +38,17 @@ from batchpod.errors import (
     DownloadError,
     DownloadLinkExpired,
     InsufficientBalance,
+    RateLimited,
     StateError,
     TransportError,
-    is_transient,
     outcome_unknown,
 )
 from batchpod.estimate import estimate_cents
+from batchpod.flow import SubmitWindow, with_retries
 from batchpod.journal import JobRecord, JobState
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.poller import StatusBoard
-from batchpod.retry import PollPolicy, RetryPolicy
+from batchpod.retry import PollPolicy, RetryPolicy, retry_cause
 
 T = TypeVar("T")
 
@@ -121,7 +123,9 @@ class RunOptions:
     download: bool = True
     poll: PollPolicy = field(default_factory=PollPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    job_timeout_s: float = 6 * 3600.0
+    job_timeout_s: float = 2 * 3600.0  # from when a worker takes the job to its last stem
+    download_concurrency: int = 16  # stem downloads at once, across all jobs
+    link_refreshes: int = 3  # fresh download links fetched per stem when one has expired
     retry_failed: bool = False  # submit jobs that failed in an earlier run again
     balance_refresh_s: float = 30.0  # how often the wallet is read again (0: never)
     cents_per_minute: int = 10
@@ -132,6 +136,8 @@ class RunOptions:
             raise ValueError("concurrency must be at least 1")
         if self.job_timeout_s <= 0:
             raise ValueError("job_timeout_s must be positive")
+        if self.download_concurrency < 1:
+            raise ValueError("download_concurrency must be at least 1")
 
 
 @dataclass(slots=True)
@@ -157,6 +163,8 @@ class _Progress:
     reason: str | None = None
     duplicate_of: str | None = None
     done: bool = False
+    retries: Counter[str] = field(default_factory=Counter)  # by cause, this run
+    in_window: bool = False  # holds a place in the pool's SubmitWindow
 
     def restore(self, record: JobRecord) -> None:
         """Take up where an earlier run left this job."""
@@ -251,7 +259,17 @@ class Pool:
             for index, (key, job) in enumerate(zip(self.keys, self.jobs, strict=True))
         ]
         self._cancel: anyio.CancelScope | None = None
-        self.board = StatusBoard(api, poll=options.poll, retry=options.retry, rng=self.rng)
+        self.window = SubmitWindow(maximum=options.concurrency)
+        self._downloads = anyio.CapacityLimiter(options.download_concurrency)
+        self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
+        self.worked = 0  # jobs this run submitted or followed at AudioPod
+        self.board = StatusBoard(
+            api,
+            poll=options.poll,
+            retry=options.retry,
+            rng=self.rng,
+            on_retry=functools.partial(self._retried, None),
+        )
 
     # -- running ----------------------------------------------------------------------------
 
@@ -415,6 +433,9 @@ class Pool:
                 progress.reason = "failed in an earlier run (--retry-failed submits it again)"
                 self._finish(progress, JobStatus.FAILED, error=progress.error)
                 return
+            started = anyio.current_time()
+            self.worked += 1
+            await self._enter_window(progress)
             remote: RemoteJob | None = None
             if state in (JobState.SUBMITTED, JobState.COMPLETED, JobState.DOWNLOADED):
                 assert progress.remote_id is not None
@@ -431,13 +452,23 @@ class Pool:
                 remote = await self._reserve_and_submit(job, progress, index)
                 if remote is None:
                     return
-            with anyio.fail_after(self.options.job_timeout_s):
+            left = started + self.options.job_timeout_s - anyio.current_time()
+            with anyio.fail_after(max(left, 0.0)):
                 await self._follow(job, progress, remote, index)
         except TimeoutError:
-            # The job may still complete and be charged: keep its reservation held.
-            limit = self.options.job_timeout_s
-            record = ErrorRecord(type="Timeout", message=f"not finished after {limit:g} s")
-            self._finish(progress, JobStatus.FAILED, error=record)
+            # The job may still complete and be charged: keep its reservation held, and keep
+            # its state as it is, so that a later run picks the AudioPod job up again.
+            limit = _duration(self.options.job_timeout_s)
+            if progress.remote_id is not None:
+                message = (
+                    f"not finished after {limit}; AudioPod job {progress.remote_id} may still "
+                    "finish: a re-run picks it up without submitting again"
+                )
+                record = ErrorRecord(type="JobTimeout", message=message)
+                self._finish(progress, JobStatus.EXPIRED, error=record)
+            else:
+                record = ErrorRecord(type="JobTimeout", message=f"not submitted after {limit}")
+                self._finish(progress, JobStatus.FAILED, error=record)
         except AuthenticationError as exc:
             self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
         except _Unresolved as exc:
@@ -449,6 +480,27 @@ class Pool:
         except BatchpodError as exc:
             # Any other condition we know of is this job's failure, never the run's.
             self._finish(progress, JobStatus.FAILED, error=_record(exc))
+        finally:
+            self._leave_window(progress)
+
+    async def _enter_window(self, progress: _Progress) -> None:
+        """Wait for a place among the jobs in flight at AudioPod (see ``flow.SubmitWindow``)."""
+        await self.window.acquire()
+        progress.in_window = True
+
+    def _leave_window(self, progress: _Progress) -> None:
+        if progress.in_window:
+            progress.in_window = False
+            self.window.release()
+
+    def _retried(self, progress: _Progress | None, exc: BaseException) -> None:
+        """Count a retry (for the job and the run); a 429 also shrinks the submit window."""
+        cause = retry_cause(exc)
+        self.retry_counts[cause] += 1
+        if progress is not None:
+            progress.retries[cause] += 1
+        if isinstance(exc, RateLimited):
+            self.window.throttled()
 
     async def _reserve_and_submit(
         self, job: Job, progress: _Progress, index: int
@@ -521,15 +573,19 @@ class Pool:
                         if adopted is not None:
                             return adopted
                 else:
+                    self.window.accepted()
                     await self._submitted(job, progress, remote.id)
                     return remote
             if outcome_unknown(failure):
-                # No job came of it: sending again cannot pay twice.
-                if progress.attempts < self.options.retry.max_attempts:
+                # No job came of it: sending again cannot pay twice (after a pause, as for
+                # any 5xx: the service is struggling).
+                if await self._backoff(progress, progress.attempts, started, failure):
                     continue
                 raise JobFailed(_record(failure, ambiguous=True), maybe_charged=True)
-            unsent = isinstance(failure, TransportError) or failure.http_status == 429
-            if unsent and await self._backoff(progress.attempts, started, failure):
+            # Refused before any work: no connection, 429, or 408 (the server gave up
+            # receiving the request).
+            unsent = isinstance(failure, TransportError) or failure.http_status in (408, 429)
+            if unsent and await self._backoff(progress, progress.attempts, started, failure):
                 continue
             progress.error = _record(failure)
             # A refusal stays refused on a re-run; a send that never arrived may try again.
@@ -569,12 +625,13 @@ class Pool:
             result = await self._retrying(
                 functools.partial(
                     reconcile.search, self.api, job, intent_at=intent_at, claimed=self.claimed
-                )
+                ),
+                progress,
             )
             if result.candidates or result.doubtful:
                 break
         assert result is not None
-        finished = [await self._until_ended(c) for c in result.candidates]
+        finished = [await self._until_ended(c, progress) for c in result.candidates]
         fitting = [c for c in finished if reconcile.matches(job, c)]
         if len(fitting) > 1 or result.doubtful:
             ids = ", ".join(c.id for c in fitting) or "some jobs that cannot be told apart"
@@ -617,14 +674,14 @@ class Pool:
                         self._charges.setdefault(row.job_id, row.amount_cents)
         return self._charges.get(remote_id)
 
-    async def _until_ended(self, row: RemoteJob) -> RemoteJob:
+    async def _until_ended(self, row: RemoteJob, progress: _Progress) -> RemoteJob:
         """The candidate once it has completed or failed (polled on the usual schedule)."""
         since = anyio.current_time()
         with anyio.fail_after(self.options.job_timeout_s):
             while not row.status.terminal:
                 age = anyio.current_time() - since
                 await anyio.sleep(self.options.poll.interval_s(age, rng=self.rng))
-                row = await self._retrying(functools.partial(self.api.status, row.id))
+                row = await self._retrying(functools.partial(self.api.status, row.id), progress)
         return row
 
     async def _follow(self, job: Job, progress: _Progress, remote: RemoteJob, index: int) -> None:
@@ -636,13 +693,14 @@ class Pool:
                 raise
             except ApiError as exc:
                 raise JobFailed(_record(exc)) from exc
+        self._leave_window(progress)  # it no longer costs AudioPod requests but for its links
         # List rows may leave the download links out: then the status endpoint has them.
         if (
             remote.status is RemoteStatus.COMPLETED
             and self.options.download
             and not remote.download_urls
         ):
-            remote = await self._retrying(functools.partial(self.api.status, remote.id))
+            remote = await self._retrying(functools.partial(self.api.status, remote.id), progress)
         if progress.completed_at is None:
             progress.completed_at = self.clock()
         if remote.status is RemoteStatus.FAILED:
@@ -690,42 +748,54 @@ class Pool:
     async def _download(
         self, job: Job, progress: _Progress, remote: RemoteJob, stem: str, folder: Path
     ) -> RemoteJob:
-        """Download one stem, fetching fresh links once if the first has expired."""
+        """Download one stem; when its link has expired, fetch fresh links (a few times) and
+        go on with them. Returns the job as last read, so later stems use the fresh links."""
         dest = folder / f"{_safe_stem(stem)}{_suffix(remote.download_urls[stem])}"
-        for refreshed in (False, True):
-            url = remote.download_urls.get(stem)
-            if url is None:
-                break
-            try:
-                size = await self._retrying(functools.partial(self.api.download, url, dest))
-            except DownloadLinkExpired as exc:
-                if refreshed:
-                    raise JobFailed(_record(exc)) from exc
-                remote = await self._retrying(functools.partial(self.api.status, remote.id))
-                continue
-            except DownloadError as exc:
-                raise JobFailed(_record(exc)) from exc
-            progress.files.append(OutputFile(stem=stem, path=dest, size=size))
-            return remote
-        message = f"the download link for stem {stem!r} is no longer valid"
-        raise JobFailed(ErrorRecord(type="DownloadLinkExpired", message=message))
-
-    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run an idempotent request, retrying transient failures under the retry policy."""
-        started = anyio.current_time()
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                return await operation()
-            except (AuthenticationError, DownloadLinkExpired):
-                raise
-            except ApiError as exc:
-                if is_transient(exc) and await self._backoff(attempts, started, exc):
+        refreshes = 0
+        # Fresh links are fetched while holding the download slot, so that they are used at
+        # once instead of ageing in the queue of downloads again.
+        async with self._downloads:
+            while True:
+                url = remote.download_urls.get(stem)
+                if url is None:
+                    message = f"AudioPod no longer lists a download link for stem {stem!r}"
+                    raise JobFailed(ErrorRecord(type="DownloadLinkExpired", message=message))
+                try:
+                    fetch = functools.partial(self.api.download, url, dest)
+                    size = await self._retrying(fetch, progress)
+                except DownloadLinkExpired as exc:
+                    if refreshes >= self.options.link_refreshes:
+                        raise JobFailed(_record(exc)) from exc
+                    refreshes += 1
+                    self._retried(progress, exc)
+                    status = functools.partial(self.api.status, remote.id)
+                    remote = await self._retrying(status, progress)
                     continue
-                raise JobFailed(_record(exc)) from exc
+                except DownloadError as exc:
+                    raise JobFailed(_record(exc)) from exc
+                progress.files.append(OutputFile(stem=stem, path=dest, size=size))
+                return remote
 
-    async def _backoff(self, attempts: int, started: float, exc: ApiError) -> bool:
+    async def _retrying(
+        self, operation: Callable[[], Awaitable[T]], progress: _Progress | None = None
+    ) -> T:
+        """Run an idempotent request, retrying transient failures under the retry policy; a
+        failure that outlasts it fails the job."""
+        try:
+            return await with_retries(
+                operation,
+                policy=self.options.retry,
+                rng=self.rng,
+                on_retry=functools.partial(self._retried, progress),
+            )
+        except (AuthenticationError, DownloadLinkExpired):
+            raise
+        except ApiError as exc:
+            raise JobFailed(_record(exc)) from exc
+
+    async def _backoff(
+        self, progress: _Progress | None, attempts: int, started: float, exc: ApiError
+    ) -> bool:
         """Sleep before the next attempt if the policy allows one; say whether it does."""
         policy = self.options.retry
         delay = policy.delay_s(
@@ -735,6 +805,7 @@ class Pool:
             attempts, elapsed_s=anyio.current_time() - started, next_delay_s=delay
         ):
             return False
+        self._retried(progress, exc)
         await anyio.sleep(delay)
         return True
 
@@ -790,7 +861,16 @@ class Pool:
             error=p.error,
             reason=reason,
             duplicate_of=p.duplicate_of,
+            retries=dict(p.retries),
         )
+
+
+def _duration(seconds: float) -> str:
+    """``7200`` -> ``2 h``, ``90`` -> ``90 s``: a time limit as people write it."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _record(exc: BatchpodError, *, ambiguous: bool = False) -> ErrorRecord:

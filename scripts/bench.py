@@ -6,6 +6,12 @@ Run from the repository root with the project installed:
     python scripts/bench.py validate --jobs 100000 --repeat 3
     python scripts/bench.py run --jobs 500 --concurrency 100 --job-time 1 --repeat 3
     python scripts/bench.py validate --jobs 100000 --json bench.json
+    python scripts/bench.py requests --concurrencies 10,100,1000 --job-time 2-10
+
+`requests` counts the API requests per job (stem downloads apart) that a run sends at each
+concurrency, with job times drawn from a range, by endpoint: it shows how the list-page
+polling keeps that figure flat as concurrency grows. Each concurrency runs ``2 x C`` jobs
+(at least 50) with ``--no-download``.
 
 `run` starts the sandbox in its own process (so the figures are the client's alone) and runs
 `batchpod run` on a generated manifest of four-stem URL jobs, downloads included.
@@ -173,12 +179,82 @@ def bench_run(
     }
 
 
+_ROUTES = {
+    "POST /api/v1/stem-extraction/api/extract": "submit",
+    "GET /api/v1/stem-extraction/jobs": "list",
+    "GET /api/v1/stem-extraction/status/{job_id}": "status",
+    "GET /api/v1/api-wallet/usage": "usage",
+    "GET /api/v1/api-wallet/balance": "balance",
+}
+
+
+def bench_requests(concurrencies: list[int], job_time: str) -> dict[str, object]:
+    """API requests per job at each concurrency, by endpoint (one run each)."""
+    sandbox = _Sandbox("--processing-time", job_time, "--balance", "10000000")
+    rows = []
+    try:
+        env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
+        for concurrency in concurrencies:
+            jobs = max(50, 2 * concurrency)
+            with tempfile.TemporaryDirectory(prefix="batchpod-bench-") as tmp:
+                path = Path(tmp) / "jobs.yaml"
+                lines = [f"version: 1\nconcurrency: {concurrency}\njobs:"]
+                lines += [
+                    f"  - {{url: 'https://cdn.example.com/c{concurrency}-{i}.mp3', mode: four}}"
+                    for i in range(jobs)
+                ]
+                path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                sandbox.reset()
+                argv = ["run", str(path), "--quiet", "--no-download"]
+                wall, cpu, _, rc = _timed([*argv, "--base-url", sandbox.base_url], env)
+                if rc != 0:
+                    raise SystemExit(f"batchpod run exited {rc}")
+                stats = sandbox.stats()
+            by_route = dict.fromkeys(_ROUTES.values(), 0)
+            for route, n in stats["requests"].items():
+                if "/media/" not in route:
+                    name = _ROUTES.get(route, "other")
+                    by_route[name] = by_route.get(name, 0) + n
+            total = sum(by_route.values())
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "jobs": jobs,
+                    "wall_s": round(wall, 1),
+                    "peak_at_audiopod": stats["jobs"]["peak_active"],
+                    "api_requests_per_job": round(total / jobs, 2),
+                    **{f"{name}_per_job": round(n / jobs, 2) for name, n in by_route.items()},
+                    "cpu_s_per_job": round(cpu / jobs, 4),
+                }
+            )
+    finally:
+        sandbox.close()
+    return {"scenario": "requests", "job_time_s": job_time, "rows": rows}
+
+
+def _print_table(rows: list[dict[str, object]]) -> None:
+    keys = list(rows[0])
+    widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
+    print("  ".join(k.rjust(w) for k, w in zip(keys, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row[k]).rjust(w) for k, w in zip(keys, widths, strict=True)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", choices=["validate", "run"])
+    parser.add_argument("scenario", choices=["validate", "run", "requests"])
     parser.add_argument("--jobs", type=int, help="jobs (default: 100000 validate, 500 run)")
     parser.add_argument("--concurrency", type=int, default=100, help="run: jobs in flight")
-    parser.add_argument("--job-time", type=float, default=1.0, help="run: sandbox job seconds")
+    parser.add_argument(
+        "--job-time",
+        default="1",
+        help="sandbox job seconds, or MIN-MAX (default: 1; requests: 2-10)",
+    )
+    parser.add_argument(
+        "--concurrencies",
+        default="10,100,1000",
+        help="requests: the concurrencies to measure, comma-separated (default: 10,100,1000)",
+    )
     parser.add_argument("--no-download", action="store_true", help="run: skip the stems")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -186,18 +262,26 @@ def main() -> int:
     started = time.time()
     if args.scenario == "validate":
         result = bench_validate(args.jobs or 100_000, args.repeat)
+    elif args.scenario == "requests":
+        job_time = "2-10" if args.job_time == "1" else args.job_time
+        concurrencies = [int(c) for c in args.concurrencies.split(",")]
+        result = bench_requests(concurrencies, job_time)
     else:
         result = bench_run(
             args.jobs or 500,
             args.concurrency,
-            args.job_time,
+            float(args.job_time),
             args.repeat,
             download=not args.no_download,
         )
     result["python"] = sys.version.split()[0]
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     for key, value in result.items():
+        if key == "rows":
+            continue
         print(f"{key:>14}  {value}")
+    if "rows" in result:
+        _print_table(result["rows"])  # type: ignore[arg-type]
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -12,19 +12,32 @@
 - ``sandbox_thread``: a ``SandboxThread`` with ``FAST`` settings, for synchronous callers such
   as ``batchpod.cli.main([...])`` or the official SDK; read counters with ``.stats()``.
 - ``http``: an ``aiohttp.ClientSession`` closed after the test.
+- ``Quiet``: a Reporter that reports nothing.
+- ``write_manifest(folder, body, **top)``, ``run_cli(sb, path, *args)``, ``results_of(path)``:
+  a manifest (with ``song.wav`` beside it), ``batchpod run`` against a ``SandboxThread`` with
+  its key, and the results file's data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
+import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
+from batchpod.cli import main
+from batchpod.models import Job, JobResult
 from batchpod.sandbox import SandboxHandle, SandboxSettings, SandboxThread, serve
+
+SONG = Path(__file__).resolve().parent.parent / "examples" / "audio" / "chords.wav"
 
 FAST = SandboxSettings(processing_s=(0.05, 0.2))
 
@@ -88,3 +101,46 @@ async def http(anyio_backend: str) -> AsyncIterator[aiohttp.ClientSession]:
     """An aiohttp client session for talking to a sandbox."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+def write_manifest(folder: Path, body: str, **top: Any) -> Path:
+    """``folder/jobs.yaml`` with ``top`` keys and the ``body`` job lines; ``song.wav`` beside."""
+    (folder / "song.wav").write_bytes(SONG.read_bytes())
+    head = "".join(f"{key}: {value}\n" for key, value in top.items())
+    path = folder / "jobs.yaml"
+    path.write_text("version: 1\n" + head + "jobs:\n" + textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def run_cli(sb: SandboxThread, path: Path, *args: str) -> tuple[int, str, str]:
+    """``batchpod run PATH ARGS`` against ``sb`` with its key: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = os.environ.get("AUDIOPOD_API_KEY")
+    os.environ["AUDIOPOD_API_KEY"] = sb.api_key
+    try:
+        code = main(["run", str(path), "--base-url", sb.base_url, *args], stdout=out, stderr=err)
+    finally:
+        if saved is None:
+            os.environ.pop("AUDIOPOD_API_KEY", None)
+        else:
+            os.environ["AUDIOPOD_API_KEY"] = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+def results_of(path: Path) -> dict[str, Any]:
+    """The data of the results file beside manifest ``path`` (YAML)."""
+    data: dict[str, Any] = yaml.safe_load(path.with_name(f"{path.stem}.results.yaml").read_text())
+    return data
+
+
+class Quiet:
+    """A Reporter that reports nothing."""
+
+    def job_event(self, job: Job, event: str, detail: str = "") -> None:
+        pass
+
+    def job_finished(self, result: JobResult) -> None:
+        pass
+
+    def spent(self, cents: int) -> None:
+        pass

@@ -11,26 +11,14 @@ from typing import Any
 import anyio
 import pytest
 import yaml
-from conftest import SandboxFactory
+from conftest import Quiet, SandboxFactory
 
 from batchpod.batch import BatchOptions, RunSummary, run_batch
 from batchpod.cli import main
 from batchpod.client import ApiClient
 from batchpod.manifest import load_manifest
-from batchpod.models import Job, JobResult
 from batchpod.runner import StopReason
 from batchpod.sandbox import SandboxSettings, SandboxThread
-
-
-class Quiet:
-    def job_event(self, job: Job, event: str, detail: str = "") -> None:
-        pass
-
-    def job_finished(self, result: JobResult) -> None:
-        pass
-
-    def spent(self, cents: int) -> None:
-        pass
 
 
 @pytest.mark.anyio

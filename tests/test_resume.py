@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import wave
@@ -19,14 +18,14 @@ from typing import Any
 import anyio
 import pytest
 import yaml
+from conftest import SONG, write_manifest
+from conftest import run_cli as run
 
 from batchpod.cli import main
 from batchpod.client import ApiClient
 from batchpod.journal import JobRecord, JobState, Journal, RunLock, file_sha256, job_key
 from batchpod.manifest import load_manifest
 from batchpod.sandbox import SandboxSettings, SandboxThread
-
-SONG = Path(__file__).resolve().parent.parent / "examples" / "audio" / "chords.wav"
 
 
 @pytest.fixture(autouse=True)
@@ -35,24 +34,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("AUDIOPOD_"):
             monkeypatch.delenv(name)
-
-
-def write_manifest(folder: Path, body: str, **top: Any) -> Path:
-    (folder / "song.wav").write_bytes(SONG.read_bytes())
-    head = "".join(f"{key}: {value}\n" for key, value in top.items())
-    path = folder / "jobs.yaml"
-    path.write_text("version: 1\n" + head + "jobs:\n" + textwrap.dedent(body), encoding="utf-8")
-    return path
-
-
-def run(sb: SandboxThread, path: Path, *args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    os.environ["AUDIOPOD_API_KEY"] = sb.api_key
-    try:
-        code = main(["run", str(path), "--base-url", sb.base_url, *args], stdout=out, stderr=err)
-    finally:
-        os.environ.pop("AUDIOPOD_API_KEY", None)
-    return code, out.getvalue(), err.getvalue()
 
 
 def results(path: Path) -> list[dict[str, Any]]:

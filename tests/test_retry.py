@@ -1,15 +1,25 @@
-"""The pure schedules: retry backoff and the polling ladder."""
+"""The pure schedules (retry backoff, the polling ladder, the budget) and the retry loop."""
 
 from __future__ import annotations
 
 import random
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from batchpod.budget import BudgetGuard, cost_cents, usd
-from batchpod.retry import PollPolicy, RetryPolicy
+from batchpod.errors import (
+    AuthenticationError,
+    DownloadLinkExpired,
+    RateLimited,
+    RequestRejected,
+    ServerError,
+    TransportError,
+)
+from batchpod.flow import with_retries
+from batchpod.retry import PollPolicy, RetryPolicy, retry_cause
 
 
 @given(st.integers(1, 60), st.integers(0, 2**32))
@@ -132,3 +142,67 @@ def test_budget_holds_against_a_simulated_wallet(
             wallet += amount
     assert guard.reserved_cents == 0
     assert guard.spent_cents <= max_spend
+
+
+# -- the retry loop and its causes ----------------------------------------------------------
+
+
+class Flaky:
+    """An operation that raises the given errors in turn, then returns "ok"."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+FAST = RetryPolicy(max_attempts=4, base_s=0.001, max_backoff_s=0.002, max_retry_after_s=0.01)
+
+
+def test_transient_failures_are_retried_and_counted() -> None:
+    """429, 5xx and timeouts are sent again; each retry is reported before its pause."""
+    operation = Flaky(
+        RateLimited("slow down", retry_after_s=3600.0),  # capped at 0.01 s by the policy
+        ServerError("bad gateway", http_status=502),
+        TransportError("GET /x to h timed out", sent=True),
+    )
+    seen: list[str] = []
+    result = anyio.run(
+        lambda: with_retries(
+            operation,
+            policy=FAST,
+            rng=random.Random(0),
+            on_retry=lambda e: seen.append(retry_cause(e)),
+        )
+    )
+    assert result == "ok" and operation.calls == 4
+    assert seen == ["429", "502", "timeout"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RequestRejected("unprocessable", http_status=422),
+        AuthenticationError("invalid key", http_status=401),
+        DownloadLinkExpired("refused", transient=False),
+    ],
+)
+def test_permanent_failures_are_raised_at_once(error: Exception) -> None:
+    """A 4xx, a refused key or an expired link is never sent again by the loop."""
+    operation = Flaky(error)
+    with pytest.raises(type(error)):
+        anyio.run(lambda: with_retries(operation, policy=FAST, rng=random.Random(0)))
+    assert operation.calls == 1
+
+
+def test_the_loop_gives_up_after_max_attempts() -> None:
+    """A failure that keeps coming is raised after max_attempts sends."""
+    operation = Flaky(*[ServerError("down", http_status=503) for _ in range(10)])
+    with pytest.raises(ServerError):
+        anyio.run(lambda: with_retries(operation, policy=FAST, rng=random.Random(0)))
+    assert operation.calls == FAST.max_attempts

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import textwrap
 import threading
 import wave
 from collections.abc import Iterator
@@ -16,12 +15,12 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import write_manifest as manifest
 
 from batchpod.cli import main
 from batchpod.sandbox import KeySpec, SandboxSettings, SandboxThread
 
 FAST = SandboxSettings(processing_s=(0.05, 0.2))
-SONG = Path(__file__).resolve().parent.parent / "examples" / "audio" / "chords.wav"
 
 
 @pytest.fixture
@@ -31,14 +30,6 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("AUDIOPOD_"):
             monkeypatch.delenv(name)
     yield
-
-
-def manifest(tmp_path: Path, body: str, **top: Any) -> Path:
-    (tmp_path / "song.wav").write_bytes(SONG.read_bytes())
-    head = "".join(f"{key}: {value}\n" for key, value in top.items())
-    path = tmp_path / "jobs.yaml"
-    path.write_text("version: 1\n" + head + "jobs:\n" + textwrap.dedent(body), encoding="utf-8")
-    return path
 
 
 def run(
@@ -229,8 +220,8 @@ def test_download_failure_is_reported(tmp_path: Path, env: None) -> None:
 
 
 def test_expired_download_links_fail_the_job(tmp_path: Path, env: None) -> None:
-    """Links that expire before they are used are refreshed once, then the job fails with
-    the reason; the run finishes with exit 1 and no partial files."""
+    """Links that expire before they are used are refreshed three times, then the job fails
+    with the reason; the run finishes with exit 1 and no partial files."""
     path = manifest(tmp_path, "  - {url: 'https://cdn.example.com/a.mp3', mode: two}\n")
     with SandboxThread(SandboxSettings(processing_s=0.05, download_ttl_s=0.001)) as sb:
         code, _, err = run(sb, path)
@@ -240,7 +231,7 @@ def test_expired_download_links_fail_the_job(tmp_path: Path, env: None) -> None:
     assert job["status"] == "failed"
     assert job["error"]["type"] == "DownloadLinkExpired"
     assert job["error"]["http_status"] == 403
-    assert downloads["denied"] == 2  # the first link, then the refreshed one
+    assert downloads["denied"] == 4  # the first link, then each of three refreshed ones
     assert "a: failed: DownloadLinkExpired (HTTP 403)" in err
     assert "Traceback" not in err
     assert list((tmp_path / "stems" / "a").iterdir()) == []

@@ -9,6 +9,7 @@ terminals, the manifest, state or results files, or retry policy: it classifies 
 Public API::
 
     ApiClient(base_url=, api_key=, ...)   async context manager; one method per API call
+    RequestCounts                         what a client sent (``ApiClient.counts``)
     ClientTimeouts                        time limits (frozen)
     RemoteJob, RemoteStatus, Balance,     what the API answers (frozen; ``from_json``)
     UsageRow
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from batchpod.errors import is_transient, outcome_unknown, redact
 
-from ._api import MAX_JSON_BYTES, ApiClient
+from ._api import MAX_JSON_BYTES, ApiClient, RequestCounts
 from ._classify import parse_retry_after
 from ._models import (
     DEFAULT_BASE_URL,
@@ -44,6 +45,7 @@ __all__ = [
     "ClientTimeouts",
     "RemoteJob",
     "RemoteStatus",
+    "RequestCounts",
     "UsageRow",
     "is_transient",
     "outcome_unknown",

@@ -16,6 +16,7 @@ import math
 import mimetypes
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, TypeVar
@@ -28,6 +29,7 @@ from yarl import URL
 
 from batchpod import __version__
 from batchpod.errors import ConfigError, InvalidResponse, UploadFileError
+from batchpod.flow import Pacer
 
 from ._classify import Call, decode_json, error_for_exception, error_for_status
 from ._download import fetch_to_file
@@ -52,11 +54,22 @@ _READ_CHUNK: Final = 64 * 1024
 T = TypeVar("T")
 
 
+@dataclass(slots=True)
+class RequestCounts:
+    """What one client sent: API requests (stem downloads apart) and the 429s they met."""
+
+    requests: int = 0
+    throttled: int = 0  # answered 429
+    downloads: int = 0  # stem download requests to the storage host
+
+
 class ApiClient:
     """The AudioPod API for one run: ``async with ApiClient(...) as api: await api.status(id)``.
 
     No method retries: each makes one request and returns its result or raises one
-    ``ApiError`` subclass (see ``batchpod.errors``). Safe to share between tasks.
+    ``ApiError`` subclass (see ``batchpod.errors``). Safe to share between tasks. With
+    ``max_rps``, API requests (not stem downloads) leave at most that many per second, evenly
+    spaced; ``counts`` tells what was sent.
     """
 
     def __init__(
@@ -68,6 +81,7 @@ class ApiClient:
         timeouts: ClientTimeouts = DEFAULT_TIMEOUTS,
         user_agent: str | None = None,
         clock: Callable[[], float] = time.time,
+        max_rps: float | None = None,
     ) -> None:
         self._base = _checked_base_url(base_url)
         _check_key(api_key)
@@ -80,6 +94,8 @@ class ApiClient:
         self._clock = clock  # Unix seconds, for Retry-After dates
         self._api: aiohttp.ClientSession | None = None
         self._storage: aiohttp.ClientSession | None = None
+        self._pacer = Pacer(max_rps) if max_rps is not None else None
+        self.counts = RequestCounts()
 
     @property
     def base_url(self) -> str:
@@ -237,6 +253,7 @@ class ApiClient:
         session: the key never goes to storage.
         """
         storage = self._open_session(self._storage)
+        self.counts.downloads += 1
         return await fetch_to_file(storage, url, dest, chunk_size=chunk_size, max_bytes=max_bytes)
 
     # -- the seam ----------------------------------------------------------------------------
@@ -265,6 +282,9 @@ class ApiClient:
         if client_timeout is not None:
             options["timeout"] = client_timeout
         read_s = (client_timeout or session.timeout).sock_read or self._timeouts.read_s
+        if self._pacer is not None:
+            await self._pacer.wait()
+        self.counts.requests += 1
         try:
             async with session.request(
                 call.method, url, data=data, json=json_body, params=params, **options
@@ -277,6 +297,8 @@ class ApiClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise error_for_exception(call, exc, timeouts=self._timeouts, read_s=read_s) from exc
         if not 200 <= status <= 299:
+            if status == 429:
+                self.counts.throttled += 1
             raise error_for_status(
                 call, status, headers, body, now=self._clock(), secrets=(self._key,)
             )

@@ -387,6 +387,8 @@ async def _download(request: web.Request) -> web.StreamResponse:
         job = state.stored_stem(int(raw_id), filename.removesuffix(".wav"))
     if job is None:
         return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+    if state.settings.download_latency_s:
+        await asyncio.sleep(state.settings.download_latency_s)  # a slow transfer
     stem_bytes = state.settings.stem_bytes
     size = stem_file_size(stem_bytes)
     response = web.StreamResponse(headers={"Content-Type": "audio/wav"})

@@ -161,6 +161,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, server: bool = True) -> No
         help="delay added to every API response (default %(default)s)",
     )
     add(
+        "--download-latency",
+        dest="sandbox_download_latency_s",
+        type=float,
+        default=d.download_latency_s,
+        metavar="SECONDS",
+        help="delay added to every stem download, after its link is checked (default %(default)s)",
+    )
+    add(
         "--submit-reply-delay",
         dest="sandbox_submit_reply_delay_s",
         type=float,
@@ -290,6 +298,7 @@ def settings_from_args(ns: argparse.Namespace) -> SandboxSettings:
         extra_keys=dict(ns.sandbox_extra_keys),
         processing_s=ns.sandbox_processing_s,
         latency_s=ns.sandbox_latency_s,
+        download_latency_s=ns.sandbox_download_latency_s,
         failure_rate=ns.sandbox_failure_rate,
         rate_429=ns.sandbox_rate_429,
         rate_5xx=ns.sandbox_rate_5xx,

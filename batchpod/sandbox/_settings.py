@@ -68,6 +68,7 @@ class SandboxSettings:
     # The first quarter of it is PENDING, the rest PROCESSING.
     processing_s: float | tuple[float, float] = (5.0, 15.0)
     latency_s: float = 0.0  # added before every /api/ and /health response
+    download_latency_s: float = 0.0  # added to every stem download, after its link is checked
     submit_reply_delay_s: float = 0.0  # after a submit creates its job, before the reply
     failure_rate: float = 0.0  # fraction of jobs that end FAILED (and are refunded)
     rate_429: float = 0.0  # fraction of /api/ requests answered 429 before any work
@@ -109,6 +110,7 @@ class SandboxSettings:
         if lo > hi:
             raise ValueError(f"processing_s range is reversed: {lo} > {hi}")
         _check_seconds("latency_s", self.latency_s)
+        _check_seconds("download_latency_s", self.download_latency_s)
         _check_seconds("submit_reply_delay_s", self.submit_reply_delay_s)
         for name in ("failure_rate", "rate_429", "rate_5xx", "lost_submit_rate"):
             _check_rate(name, getattr(self, name))
