@@ -86,6 +86,11 @@ class BudgetGuard:
         self._held: dict[int, _Held] = {}
 
     @property
+    def capped(self) -> bool:
+        """Whether a cap is in force (max spend or a balance to keep)."""
+        return self.max_spend_cents is not None or self.keep_balance_cents is not None
+
+    @property
     def reserved_cents(self) -> int:
         """The total held for jobs in flight (pending and held)."""
         return sum(self._pending.values()) + sum(h.cents for h in self._held.values())

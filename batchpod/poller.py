@@ -9,8 +9,10 @@ requests for every job.
 
 When to look: each job keeps its own schedule from ``PollPolicy`` (soon after the submit,
 then further apart as it ages); a sweep runs when the earliest job is due, and no sooner than
-half of ``PollPolicy.first_s`` after the previous sweep. Every sweep serves every waiting
-job, so the list is read about as often as the youngest job wants, whatever their number.
+half of ``PollPolicy.first_s`` after the previous sweep. A sweep reads pages until it has seen
+every job that is due, and no deeper than the jobs registered since the oldest of them could
+have pushed it; every job it sees counts as looked at, so the list is read about as often as
+the youngest job wants, whatever the number of jobs.
 
 It knows the ``StemApi`` protocol and nothing of files, budgets or terminals.
 """
@@ -50,6 +52,7 @@ class _Waiter:
     job_id: str
     since: float  # when the job was submitted (anyio clock)
     due: float  # when this job next wants a fresh status (anyio clock)
+    seq: int  # how many jobs the board had been asked about before this one
     failures: int = 0
     count: int = 0  # callers waiting on this job
     result: RemoteJob | None = None
@@ -83,6 +86,7 @@ class StatusBoard:
         self._wake = anyio.Event()
         self._singles = anyio.CapacityLimiter(SINGLE_READS_AT_ONCE)
         self._list_failures = 0
+        self._registered = 0  # jobs ever asked about: the newest-first list grows by as many
 
     async def wait(self, job_id: str) -> RemoteJob:
         """The job's status once it is COMPLETED or FAILED; raises what made that unknowable."""
@@ -90,7 +94,8 @@ class StatusBoard:
         waiter = self._waiters.get(job_id)
         if waiter is None:
             due = now + self.poll.interval_s(0, rng=self.rng)
-            waiter = _Waiter(job_id=job_id, since=now, due=due)
+            waiter = _Waiter(job_id=job_id, since=now, due=due, seq=self._registered)
+            self._registered += 1
             self._waiters[job_id] = waiter
             self._wake.set()
         waiter.count += 1  # two callers on one job (it should not happen) share the answer
@@ -128,7 +133,7 @@ class StatusBoard:
         seen: dict[str, RemoteJob] = {}
         if self.use_list:
             try:
-                seen = await self._read_list(waiters)
+                seen = await self._read_list(waiters, now)
                 self._list_failures = 0
             except AuthenticationError as exc:
                 self._fail_all(exc)
@@ -164,16 +169,25 @@ class StatusBoard:
         async with self._singles:
             await self._read_status(waiter, now)
 
-    async def _read_list(self, waiters: dict[str, _Waiter]) -> dict[str, RemoteJob]:
-        """Rows for as many waiting jobs as the first few pages of the list hold."""
+    async def _read_list(self, waiters: dict[str, _Waiter], now: float) -> dict[str, RemoteJob]:
+        """Rows for the due jobs (and any others on the same pages), newest first.
+
+        Jobs submitted after a job sit above it in the list, so the oldest due job is at most
+        as deep as the jobs registered since it (plus a page for other clients' jobs); a job
+        deeper than that is asked for through its status endpoint.
+        """
+        due = {w.job_id for w in waiters.values() if w.due <= now}
+        if not due:
+            return {}
+        oldest = min(waiters[job_id].seq for job_id in due)
+        pages = (self._registered - oldest) // PAGE_SIZE + 2
         seen: dict[str, RemoteJob] = {}
-        pages = len(waiters) // PAGE_SIZE + 2
         for page in range(pages):
             rows = await self.api.list_jobs(skip=page * PAGE_SIZE, limit=PAGE_SIZE)
             for row in rows:
                 if row.id in waiters:
                     seen[row.id] = row
-            if len(rows) < PAGE_SIZE or len(seen) == len(waiters):
+            if len(rows) < PAGE_SIZE or due <= seen.keys():
                 break
         return seen
 
@@ -199,7 +213,7 @@ class StatusBoard:
         if row.status.terminal:
             waiter.result = row
             waiter.done.set()
-        elif waiter.due <= now:
+        else:  # a fresh status, due or not: its next look is a full interval away
             waiter.due = now + self.poll.interval_s(now - waiter.since, rng=self.rng)
 
     def _fail_all(self, exc: ApiError) -> None:

@@ -14,6 +14,7 @@ beyond the stems it writes.
 from __future__ import annotations
 
 import functools
+import math
 import random
 import re
 import time
@@ -26,7 +27,7 @@ from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from batchpod import reconcile
 from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard
@@ -54,6 +55,9 @@ T = TypeVar("T")
 
 #: How many times the job list is searched for an unknown submit's job before sending again.
 RECONCILE_LOOKS = 2
+#: Seconds between two reads of the usage log for completed jobs' charges in a run without
+#: caps: jobs completing meanwhile share the next read.
+USAGE_READ_GAP_S = 1.0
 
 
 class StemApi(Protocol):
@@ -254,11 +258,15 @@ class Pool:
         self._source_locks: dict[str, anyio.Lock] = {}
         self._charges: dict[str, int] = {}  # remote id -> cents, from the usage log
         self._usage_lock = anyio.Lock()
+        self._usage_reads = 0
+        self._usage_read_at = -math.inf
+        self._charges_wanted: set[str] = set()
         self._progress = [
             _Progress(key=key, name=job.name, index=index)
             for index, (key, job) in enumerate(zip(self.keys, self.jobs, strict=True))
         ]
         self._cancel: anyio.CancelScope | None = None
+        self._background: TaskGroup | None = None  # the board, settlements
         self.window = SubmitWindow(maximum=options.concurrency)
         self._downloads = anyio.CapacityLimiter(options.download_concurrency)
         self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
@@ -281,6 +289,7 @@ class Pool:
             self.budget.spent_cents += self._inherited_spend()
             await self._reconcile_earlier_unknowns()
             async with anyio.create_task_group() as board:
+                self._background = board
                 board.start_soon(self.board.run)
                 if self.options.balance_refresh_s and self.budget.balance_cents is not None:
                     board.start_soon(self._refresh_balance)
@@ -654,24 +663,47 @@ class Pool:
         await self._submitted(job, progress, adopted.id)
         return adopted
 
-    async def _charge_of(self, remote_id: str) -> int | None:
-        """AudioPod's charge for a completed job, from the newest page of its usage log.
+    async def _settle(
+        self, index: int, progress: _Progress, remote_id: str, *, gap_s: float
+    ) -> None:
+        charged = await self._charge_of(remote_id, gap_s=gap_s)
+        if charged is not None:
+            progress.cost_cents = charged
+        self.budget.settle(index, charged if charged is not None else progress.estimate_cents)
+        self.reporter.spent(self.budget.spent_cents)
 
-        Jobs completing together share one read: a caller waits for a read in progress and
-        looks in what it brought before reading again. None if the log does not show it yet
-        (the estimate stands; the run's end reads the log again for the results).
+    async def _charge_of(self, remote_id: str, *, gap_s: float) -> int | None:
+        """AudioPod's charge for a completed job, from the newest pages of its usage log.
+
+        Jobs completing together share one read: reads are at least ``gap_s`` apart, a
+        caller waits for the next one, and one that began after it arrived answers for it
+        (one page per 100 jobs waiting). None if the log does not show the job yet (the
+        estimate stands; the run's end reads the log again for the results).
         """
         if remote_id in self._charges:
             return self._charges[remote_id]
-        async with self._usage_lock:
-            if remote_id not in self._charges:
-                try:
-                    rows = await self.api.usage(page=1, limit=100)
-                except ApiError:
-                    return None  # bookkeeping only: the estimate stands
-                for row in rows:
-                    if row.job_id is not None:
-                        self._charges.setdefault(row.job_id, row.amount_cents)
+        arrived = self._usage_reads
+        self._charges_wanted.add(remote_id)
+        try:
+            async with self._usage_lock:
+                if remote_id not in self._charges and self._usage_reads == arrived:
+                    gap = self._usage_read_at + gap_s - anyio.current_time()
+                    await anyio.sleep(max(gap, 0.0))
+                    self._usage_reads += 1
+                    self._usage_read_at = anyio.current_time()
+                    pages = len(self._charges_wanted) // 100 + 1
+                    try:
+                        for page in range(1, pages + 1):
+                            rows = await self.api.usage(page=page, limit=100)
+                            for row in rows:
+                                if row.job_id is not None:
+                                    self._charges.setdefault(row.job_id, row.amount_cents)
+                            if len(rows) < 100:
+                                break
+                    except ApiError:
+                        return None  # bookkeeping only: the estimate stands
+        finally:
+            self._charges_wanted.discard(remote_id)
         return self._charges.get(remote_id)
 
     async def _until_ended(self, row: RemoteJob, progress: _Progress) -> RemoteJob:
@@ -710,13 +742,20 @@ class Pool:
             await self._save(progress, JobState.FAILED)
             raise JobFailed(progress.error)
         if progress.estimate_cents:
-            # Settle with AudioPod's real charge when its usage log already shows it, so the
-            # caps hold against what was charged, not what was guessed.
-            charged = await self._charge_of(remote.id)
-            if charged is not None:
-                progress.cost_cents = charged
-            self.budget.settle(index, charged if charged is not None else progress.estimate_cents)
-            self.reporter.spent(self.budget.spent_cents)
+            # Settled with AudioPod's real charge once its usage log shows it, so that the
+            # caps hold against what was charged, not what was guessed. Under a cap, before
+            # this worker takes another job (a song longer than its manifest duration must
+            # not let the next one past the cap); without one, in the background, in reads
+            # shared by the jobs completing within a second.
+            if self.budget.capped:
+                await self._settle(index, progress, remote.id, gap_s=0.0)
+            else:
+                assert self._background is not None
+                self._background.start_soon(
+                    functools.partial(
+                        self._settle, index, progress, remote.id, gap_s=USAGE_READ_GAP_S
+                    )
+                )
         if remote.quality_scores:
             progress.quality_scores = dict(remote.quality_scores)
         progress.download_urls = dict(remote.download_urls)
