@@ -193,7 +193,11 @@ class RateLimited(ApiError):
 
 
 class ServerError(ApiError):
-    """AudioPod or a proxy in front of it failed (5xx, or 408); usually temporary."""
+    """AudioPod or a proxy in front of it failed (5xx, or 408).
+
+    ``transient`` for 408, 500, 502, 503 and 504, which usually pass; other 5xx (501 Not
+    Implemented, 505, ...) say the request will not work as it stands.
+    """
 
     def __init__(
         self,
@@ -202,9 +206,11 @@ class ServerError(ApiError):
         http_status: int | None = None,
         retry_after_s: float | None = None,
         body_snippet: str | None = None,
+        transient: bool = True,
     ) -> None:
         super().__init__(message, http_status=http_status, body_snippet=body_snippet)
         self.retry_after_s = retry_after_s
+        self.transient = transient
 
 
 class TransportError(ApiError):
@@ -223,9 +229,13 @@ class TransportError(ApiError):
         sent: bool | None = None,
         http_status: int | None = None,
         body_snippet: str | None = None,
+        timed_out: bool = False,
+        transient: bool = True,
     ) -> None:
         super().__init__(message, http_status=http_status, body_snippet=body_snippet)
         self.sent = sent
+        self.timed_out = timed_out  # a time limit ran out (connect, read or total)
+        self.transient = transient  # False for a TLS failure: a certificate will not heal
 
     def __repr__(self) -> str:
         return f"TransportError(sent={self.sent!r}, message={self.message!r})"
@@ -261,12 +271,15 @@ class DownloadLinkExpired(DownloadError):
 def is_transient(exc: BaseException) -> bool:
     """Whether the request that raised ``exc`` may succeed if sent again later.
 
-    True for ``RateLimited``, ``ServerError``, ``TransportError`` and a transient
-    ``DownloadError``. Whether retrying is *safe* is another question: see ``outcome_unknown``.
+    True for ``RateLimited``, and for a ``ServerError``, ``TransportError`` or ``DownloadError``
+    marked transient (408, 500, 502, 503, 504; connection trouble and timeouts, but not TLS).
+    Whether retrying is *safe* is another question: see ``outcome_unknown``.
     """
     if isinstance(exc, DownloadError):
         return exc.transient and not isinstance(exc, DownloadLinkExpired)
-    return isinstance(exc, RateLimited | ServerError | TransportError)
+    if isinstance(exc, ServerError | TransportError):
+        return exc.transient
+    return isinstance(exc, RateLimited)
 
 
 def outcome_unknown(exc: BaseException) -> bool:

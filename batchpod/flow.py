@@ -44,12 +44,13 @@ async def with_retries(
     policy: RetryPolicy,
     rng: random.Random,
     on_retry: Callable[[ApiError], None] | None = None,
+    on_error: Callable[[ApiError], None] | None = None,
 ) -> T:
     """``await operation()``, again after each transient failure while ``policy`` allows.
 
     Raises the last error when it is not transient (a refused key, an expired download link,
-    a 4xx) or when the policy's attempts or time are spent. ``on_retry`` hears of each retry
-    before its pause.
+    a 4xx) or when the policy's attempts or time are spent. ``on_error`` hears of every
+    failure, retried or not; ``on_retry`` of each retry, before its pause.
     """
     started = anyio.current_time()
     attempts = 0
@@ -57,10 +58,10 @@ async def with_retries(
         attempts += 1
         try:
             return await operation()
-        except (AuthenticationError, DownloadLinkExpired):
-            raise
         except ApiError as exc:
-            if not is_transient(exc):
+            if on_error is not None:
+                on_error(exc)
+            if isinstance(exc, AuthenticationError | DownloadLinkExpired) or not is_transient(exc):
                 raise
             delay = policy.delay_s(
                 attempts, retry_after_s=getattr(exc, "retry_after_s", None), rng=rng

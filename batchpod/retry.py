@@ -44,16 +44,19 @@ class RetryPolicy:
     """Bounds and backoff for retrying one idempotent request (see the module docstring)."""
 
     max_attempts: int = 10
-    max_total_s: float = 120.0
+    max_total_s: float = 300.0
     base_s: float = 0.5
     max_backoff_s: float = 30.0
-    max_retry_after_s: float = 120.0
+    max_retry_after_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if min(self.max_total_s, self.base_s, self.max_backoff_s, self.max_retry_after_s) < 0:
             raise ValueError("retry times must not be negative")
+        if self.max_retry_after_s > self.max_total_s or self.max_backoff_s > self.max_total_s:
+            # Else the longest pause the policy allows could never be taken.
+            raise ValueError("max_retry_after_s and max_backoff_s must not exceed max_total_s")
 
     def delay_s(
         self, retry: int, *, retry_after_s: float | None = None, rng: random.Random
@@ -103,7 +106,7 @@ def retry_cause(exc: BaseException) -> str:
     if isinstance(exc, ServerError):
         return str(exc.http_status) if exc.http_status else "5xx"
     if isinstance(exc, TransportError):
-        return "timeout" if "timed out" in exc.message else "connection"
+        return "timeout" if exc.timed_out else "connection"
     if isinstance(exc, DownloadLinkExpired):
         return "link_expired"
     if isinstance(exc, DownloadError):

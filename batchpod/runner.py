@@ -169,6 +169,7 @@ class _Progress:
     done: bool = False
     retries: Counter[str] = field(default_factory=Counter)  # by cause, this run
     in_window: bool = False  # holds a place in the pool's SubmitWindow
+    sent_this_run: bool = False  # this run sent (or tried to send) its submit
 
     def restore(self, record: JobRecord) -> None:
         """Take up where an earlier run left this job."""
@@ -276,7 +277,7 @@ class Pool:
             poll=options.poll,
             retry=options.retry,
             rng=self.rng,
-            on_retry=functools.partial(self._retried, None),
+            on_retry=self._board_retry,
         )
 
     # -- running ----------------------------------------------------------------------------
@@ -357,7 +358,7 @@ class Pool:
                 except _Unresolved as exc:
                     self._finish(progress, JobStatus.UNKNOWN, error=exc.record)
                     return
-                except (JobFailed, ApiError):
+                except (JobFailed, ApiError, TimeoutError):
                     return  # the worker will look again when it takes the job
                 if remote is None:
                     progress.state = JobState.PENDING  # no job came of it: submit afresh
@@ -442,12 +443,11 @@ class Pool:
                 progress.reason = "failed in an earlier run (--retry-failed submits it again)"
                 self._finish(progress, JobStatus.FAILED, error=progress.error)
                 return
-            started = anyio.current_time()
-            self.worked += 1
             await self._enter_window(progress)
             remote: RemoteJob | None = None
             if state in (JobState.SUBMITTED, JobState.COMPLETED, JobState.DOWNLOADED):
                 assert progress.remote_id is not None
+                self.worked += 1
                 self.reporter.job_event(job, "resuming", f"id {progress.remote_id}")
                 status = RemoteStatus.PROCESSING
                 if state is not JobState.SUBMITTED:
@@ -455,14 +455,16 @@ class Pool:
                 remote = RemoteJob(id=progress.remote_id, status=status)
             elif state in (JobState.SUBMITTING, JobState.UNKNOWN):
                 assert prior is not None and prior.intent_at is not None
+                self.worked += 1
+                progress.sent_this_run = True  # its reconciliation counts as its work
                 async with self._source_lock(job):
                     remote = await self._reconcile(job, progress, prior.intent_at)
             if remote is None:
                 remote = await self._reserve_and_submit(job, progress, index)
                 if remote is None:
                     return
-            left = started + self.options.job_timeout_s - anyio.current_time()
-            with anyio.fail_after(max(left, 0.0)):
+            # The job's time runs from its submit (or its resumption) to its last stem.
+            with anyio.fail_after(self.options.job_timeout_s):
                 await self._follow(job, progress, remote, index)
         except TimeoutError:
             # The job may still complete and be charged: keep its reservation held, and keep
@@ -475,9 +477,13 @@ class Pool:
                 )
                 record = ErrorRecord(type="JobTimeout", message=message)
                 self._finish(progress, JobStatus.EXPIRED, error=record)
-            else:
-                record = ErrorRecord(type="JobTimeout", message=f"not submitted after {limit}")
-                self._finish(progress, JobStatus.FAILED, error=record)
+            else:  # waiting for a job that may be its own (see _reconcile): still unsettled
+                message = (
+                    f"AudioPod jobs that may be this submit's did not finish within {limit}; "
+                    "a re-run looks again"
+                )
+                record = ErrorRecord(type="JobTimeout", message=message)
+                self._finish(progress, JobStatus.UNKNOWN, error=record)
         except AuthenticationError as exc:
             self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
         except _Unresolved as exc:
@@ -503,13 +509,20 @@ class Pool:
             self.window.release()
 
     def _retried(self, progress: _Progress | None, exc: BaseException) -> None:
-        """Count a retry (for the job and the run); a 429 also shrinks the submit window."""
+        """Count a retry, for the job and the run."""
         cause = retry_cause(exc)
         self.retry_counts[cause] += 1
         if progress is not None:
             progress.retries[cause] += 1
+
+    def _failed_once(self, exc: BaseException) -> None:
+        """Any request failed, retried or not: a 429 shrinks the submit window."""
         if isinstance(exc, RateLimited):
             self.window.throttled()
+
+    def _board_retry(self, exc: ApiError) -> None:
+        self._failed_once(exc)
+        self._retried(None, exc)
 
     async def _reserve_and_submit(
         self, job: Job, progress: _Progress, index: int
@@ -561,6 +574,9 @@ class Pool:
             async with self._source_lock(job):
                 if self.stop is not None:
                     raise _Stopped  # a stop came while this job waited or backed off
+                if not progress.sent_this_run:
+                    progress.sent_this_run = True
+                    self.worked += 1
                 progress.attempts += 1
                 progress.intent_at = self.clock()
                 await self._save(progress, JobState.SUBMITTING)
@@ -826,6 +842,7 @@ class Pool:
                 policy=self.options.retry,
                 rng=self.rng,
                 on_retry=functools.partial(self._retried, progress),
+                on_error=self._failed_once,
             )
         except (AuthenticationError, DownloadLinkExpired):
             raise
@@ -836,6 +853,7 @@ class Pool:
         self, progress: _Progress | None, attempts: int, started: float, exc: ApiError
     ) -> bool:
         """Sleep before the next attempt if the policy allows one; say whether it does."""
+        self._failed_once(exc)
         policy = self.options.retry
         delay = policy.delay_s(
             attempts, retry_after_s=getattr(exc, "retry_after_s", None), rng=self.rng

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from conftest import FakeClock, SandboxFactory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from batchpod.client import (
     MAX_JSON_BYTES,
@@ -32,6 +33,7 @@ from batchpod.client import (
     RemoteStatus,
     parse_retry_after,
 )
+from batchpod.client._classify import Call, error_for_status
 from batchpod.errors import (
     ApiError,
     AuthenticationError,
@@ -845,6 +847,18 @@ def test_transient_and_unknown_outcome_classification() -> None:
     assert not outcome_unknown(TransportError("refused", sent=False))
     assert not outcome_unknown(ServerError("too slow to send", http_status=408))
     assert outcome_unknown(InvalidResponse("not JSON"))
+
+
+@pytest.mark.parametrize(
+    ("status", "transient"),
+    [(408, True), (500, True), (502, True), (503, True), (504, True), (501, False), (505, False)],
+)
+def test_only_passing_server_statuses_are_transient(status: int, transient: bool) -> None:
+    """408, 500, 502, 503 and 504 are worth a retry; 501, 505 and the like are not."""
+    call = Call("GET", "/api/v1/stem-extraction/status/1", "api.example", job_id="1")
+    exc = error_for_status(call, status, CIMultiDict(), b"", now=0.0, secrets=())
+    assert isinstance(exc, ServerError) and is_transient(exc) is transient
+    assert exc.http_status == status
 
 
 def test_error_reprs_show_fields_not_keys() -> None:

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from batchpod.budget import BudgetGuard
 from batchpod.client import Balance, RemoteJob, RemoteStatus, UsageRow
-from batchpod.errors import ServerError
+from batchpod.errors import RateLimited, ServerError
 from batchpod.models import Job, JobResult, JobStatus, Mode, Source
 from batchpod.poller import PAGE_SIZE
-from batchpod.retry import NO_WAIT, PollPolicy
+from batchpod.retry import NO_WAIT, PollPolicy, RetryPolicy
 from batchpod.runner import Pool, RunOptions
 
 FAST_POLL = PollPolicy(first_s=0.01, growth=0.25, max_s=0.05, jitter=0.2)
@@ -30,9 +30,16 @@ FAST_POLL = PollPolicy(first_s=0.01, growth=0.25, max_s=0.05, jitter=0.2)
 class MemoryApi:
     """Jobs that end `job_time_s` after their submit; counts calls and jobs in flight."""
 
-    def __init__(self, *, job_time_s: float = 0.03, list_fails: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        job_time_s: float = 0.03,
+        list_fails: bool = False,
+        submit_errors: list[Exception] | None = None,
+    ) -> None:
         self.job_time_s = job_time_s
         self.list_fails = list_fails
+        self.submit_errors = list(submit_errors or [])  # raised by the first submits, in turn
         self.created: dict[str, float] = {}
         self.calls = {"submit": 0, "status": 0, "list": 0, "download": 0}
         self.active_peak = 0
@@ -51,6 +58,8 @@ class MemoryApi:
     async def submit_url(self, url: str, *, mode: str, stem: str | None) -> RemoteJob:
         self.calls["submit"] += 1
         await anyio.lowlevel.checkpoint()
+        if self.submit_errors:
+            raise self.submit_errors.pop(0)
         job_id = str(1000 + len(self.created))
         self.created[job_id] = anyio.current_time()
         self.active_peak = max(self.active_peak, self._active())
@@ -108,11 +117,11 @@ def jobs(n: int) -> list[Job]:
 
 
 def pool(api: MemoryApi, n: int, concurrency: int, tmp: Path, **options: object) -> Pool:
+    options.setdefault("retry", NO_WAIT)
     run_options = RunOptions(
         concurrency=concurrency,
         output_dir=tmp,
         poll=FAST_POLL,
-        retry=NO_WAIT,
         **options,  # type: ignore[arg-type]
     )
     guard = BudgetGuard(max_spend_cents=None, keep_balance_cents=None, balance_cents=None)
@@ -173,3 +182,29 @@ async def test_downloads_name_files_by_stem(tmp_path: Path) -> None:
         for file in result.files:
             assert file.path == tmp_path / result.job.name / f"{file.stem}.wav"
             assert file.path.stat().st_size == file.size
+
+
+@pytest.mark.anyio
+async def test_job_timeout_runs_from_the_submit_not_from_the_wait_before_it(
+    tmp_path: Path,
+) -> None:
+    """Two 429s hold a submit back for 1.2 s; the job then takes 0.2 s. With --job-timeout 1
+    it succeeds: the time a job may take starts at its submit, so a job is never paid for
+    and given up on in the same moment."""
+    api = MemoryApi(job_time_s=0.2, submit_errors=[RateLimited("slow down", retry_after_s=0.6)] * 2)
+    retry = RetryPolicy(max_retry_after_s=0.6, max_total_s=5.0, max_backoff_s=1.0)
+    p = pool(api, 1, 1, tmp_path, job_timeout_s=1.0, retry=retry)
+    (result,) = await p.run()
+    assert result.status is JobStatus.SUCCEEDED, result.error
+    assert api.calls["submit"] == 3
+    assert result.retries == {"429": 2}
+
+
+@pytest.mark.anyio
+async def test_a_429_that_is_not_retried_still_shrinks_the_window(tmp_path: Path) -> None:
+    """With no retries allowed, a 429 fails its job, and still tells the pool to slow down."""
+    api = MemoryApi(submit_errors=[RateLimited("slow down", retry_after_s=0.0)])
+    p = pool(api, 8, 8, tmp_path, retry=RetryPolicy(max_attempts=1))
+    results = await p.run()
+    assert [r.status for r in results].count(JobStatus.FAILED) == 1
+    assert p.window.throttles == 1 and p.window.decreases == 1

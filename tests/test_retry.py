@@ -40,7 +40,7 @@ def test_retry_after_is_honoured_and_capped() -> None:
 
 def test_retries_are_bounded_by_attempts_and_time() -> None:
     """Retrying stops at max_attempts, or when the next wait would pass max_total_s."""
-    policy = RetryPolicy(max_attempts=3, max_total_s=10.0)
+    policy = RetryPolicy(max_attempts=3, max_total_s=10.0, max_backoff_s=5.0, max_retry_after_s=5.0)
     assert policy.may_retry(1, elapsed_s=0.0, next_delay_s=1.0)
     assert not policy.may_retry(3, elapsed_s=0.0, next_delay_s=1.0)
     assert not policy.may_retry(1, elapsed_s=9.5, next_delay_s=1.0)
@@ -164,12 +164,22 @@ class Flaky:
 FAST = RetryPolicy(max_attempts=4, base_s=0.001, max_backoff_s=0.002, max_retry_after_s=0.01)
 
 
+def test_the_default_policy_can_always_take_its_first_capped_pause() -> None:
+    """A Retry-After of 5 minutes is honoured as 60 s, and that pause fits the time bound."""
+    policy = RetryPolicy()
+    delay = policy.delay_s(1, retry_after_s=300.0, rng=random.Random(0))
+    assert delay == 60.0
+    assert policy.may_retry(1, elapsed_s=1.0, next_delay_s=delay)
+    with pytest.raises(ValueError, match="must not exceed max_total_s"):
+        RetryPolicy(max_total_s=30.0, max_retry_after_s=60.0)
+
+
 def test_transient_failures_are_retried_and_counted() -> None:
     """429, 5xx and timeouts are sent again; each retry is reported before its pause."""
     operation = Flaky(
         RateLimited("slow down", retry_after_s=3600.0),  # capped at 0.01 s by the policy
         ServerError("bad gateway", http_status=502),
-        TransportError("GET /x to h timed out", sent=True),
+        TransportError("h sent no answer to GET /x within 60 s", sent=True, timed_out=True),
     )
     seen: list[str] = []
     result = anyio.run(

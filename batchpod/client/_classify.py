@@ -39,6 +39,8 @@ from batchpod.errors import (
 
 from ._models import ClientTimeouts, cents_of
 
+#: Statuses that usually pass: the request may succeed if sent again later.
+TRANSIENT_STATUSES: Final = frozenset({408, 500, 502, 503, 504})
 _DETAIL_CHARS: Final = 300
 _LIST_ITEMS: Final = 5
 # A 403 that names one of these is about the key (api-keys.mdx: "revoked or expired")...
@@ -165,11 +167,17 @@ def error_for_status(
             retry_after_s=wait,
             **common,
         )
-    if status == 408 or 500 <= status <= 599:
+    if status in TRANSIENT_STATUSES:
         return ServerError(
             f"AudioPod or a proxy in front of it failed on {call} ({said}); this is usually "
             "temporary: retry later",
             retry_after_s=parse_retry_after(headers.get("Retry-After"), now=now),
+            **common,
+        )
+    if 500 <= status <= 599:  # 501, 505, ...: not a passing condition
+        return ServerError(
+            f"AudioPod or a proxy in front of it cannot serve {call} ({said})",
+            transient=False,
             **common,
         )
     if status == 404 and call.job_id is not None:
@@ -208,6 +216,7 @@ def error_for_exception(
             f"TLS with {host} failed ({_reason(exc)}); batchpod always verifies certificates: "
             "check the base URL and the system's CA certificates",
             sent=False,
+            transient=False,
         )
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return TransportError(
@@ -222,11 +231,13 @@ def error_for_exception(
         return TransportError(
             f"timed out connecting to {host} after {timeouts.connect_s:g} s: check the network",
             sent=False,
+            timed_out=True,
         )
     if isinstance(exc, aiohttp.SocketTimeoutError):
         return TransportError(
             f"{host} sent no answer to {call} within {read_s:g} s; it may still have acted on it",
             sent=True,
+            timed_out=True,
         )
     if isinstance(exc, aiohttp.ClientResponseError):  # a malformed HTTP answer, no status
         return InvalidResponse(f"{host} sent a malformed HTTP response to {call}: {exc.message}")
@@ -240,7 +251,7 @@ def error_for_exception(
         )
     # The whole-request time limit: it may have run out before or after sending.
     limit = f" after {timeouts.total_s:g} s" if timeouts.total_s is not None else ""
-    return TransportError(f"{call} to {host} timed out{limit}", sent=True)
+    return TransportError(f"{call} to {host} timed out{limit}", sent=True, timed_out=True)
 
 
 def storage_error(status: int, body: bytes, *, where: str) -> DownloadError:
@@ -255,7 +266,7 @@ def storage_error(status: int, body: bytes, *, where: str) -> DownloadError:
             http_status=status,
             body_snippet=snippet,
         )
-    transient = status in (408, 429) or 500 <= status <= 599
+    transient = status == 429 or status in TRANSIENT_STATUSES
     return DownloadError(
         f"the storage host failed to serve {where} ({said})"
         + ("; retry later" if transient else ""),
