@@ -13,6 +13,7 @@ beyond the stems it writes.
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import random
@@ -71,7 +72,7 @@ class StemApi(Protocol):
 
     async def list_jobs(self, *, skip: int = 0, limit: int = 50) -> list[RemoteJob]: ...
 
-    async def download(self, url: str, dest: Path) -> int: ...
+    async def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> int: ...
 
     async def usage(self, *, page: int = 1, limit: int = 50) -> list[UsageRow]: ...
 
@@ -130,6 +131,7 @@ class RunOptions:
     job_timeout_s: float = 2 * 3600.0  # from when a worker takes the job to its last stem
     download_concurrency: int = 16  # stem downloads at once, across all jobs
     link_refreshes: int = 3  # fresh download links fetched per stem when one has expired
+    max_stem_bytes: int = 4 * 1024**3  # a stem larger than this is refused (a runaway download)
     retry_failed: bool = False  # submit jobs that failed in an earlier run again
     balance_refresh_s: float = 30.0  # how often the wallet is read again (0: never)
     cents_per_minute: int = 10
@@ -793,19 +795,20 @@ class Pool:
             raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
         have = {f.stem: f for f in progress.files if _intact_file(f)}
         progress.files = list(have.values())
+        names = _file_names(remote.download_urls)
         for stem in sorted(remote.download_urls):
             if stem not in have:
-                remote = await self._download(job, progress, remote, stem, folder)
+                dest = folder / names[stem]
+                remote = await self._download(job, progress, remote, stem, dest)
         progress.files.sort(key=lambda f: f.stem)
         await self._save(progress, JobState.DOWNLOADED)
         self._finish(progress, JobStatus.SUCCEEDED)
 
     async def _download(
-        self, job: Job, progress: _Progress, remote: RemoteJob, stem: str, folder: Path
+        self, job: Job, progress: _Progress, remote: RemoteJob, stem: str, dest: Path
     ) -> RemoteJob:
         """Download one stem; when its link has expired, fetch fresh links (a few times) and
         go on with them. Returns the job as last read, so later stems use the fresh links."""
-        dest = folder / f"{_safe_stem(stem)}{_suffix(remote.download_urls[stem])}"
         refreshes = 0
         # Fresh links are fetched while holding the download slot, so that they are used at
         # once instead of ageing in the queue of downloads again.
@@ -816,7 +819,9 @@ class Pool:
                     message = f"AudioPod no longer lists a download link for stem {stem!r}"
                     raise JobFailed(ErrorRecord(type="DownloadLinkExpired", message=message))
                 try:
-                    fetch = functools.partial(self.api.download, url, dest)
+                    fetch = functools.partial(
+                        self.api.download, url, dest, max_bytes=self.options.max_stem_bytes
+                    )
                     size = await self._retrying(fetch, progress)
                 except DownloadLinkExpired as exc:
                     if refreshes >= self.options.link_refreshes:
@@ -950,6 +955,22 @@ def _safe_stem(stem: str) -> str:
     return _UNSAFE.sub("_", stem).lstrip(".")[:64] or "stem"
 
 
+def _file_names(download_urls: Mapping[str, str]) -> dict[str, str]:
+    """Each stem's file name in the job's folder: safe, and unique even where case is not
+    told apart (``Vocals`` and ``vocals``, or ``a/b`` and ``a_b``, get ``-2`` and so on)."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for stem in sorted(download_urls):
+        base, suffix = _safe_stem(stem), _suffix(download_urls[stem])
+        name, n = f"{base}{suffix}", 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base}-{n}{suffix}"
+        taken.add(name.lower())
+        names[stem] = name
+    return names
+
+
 def _suffix(url: str) -> str:
     suffix = Path(urlsplit(url).path).suffix.lower()
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".wav"
@@ -964,7 +985,16 @@ def _intact_file(file: OutputFile) -> bool:
 
 
 def _prepare_folder(folder: Path) -> None:
-    """Create a job's folder, and clear temporary files a killed run left in it."""
+    """Create a job's folder, and clear temporary files a killed run left in it.
+
+    A symbolic link in its place is refused: stems go inside ``output_dir``, never through a
+    link someone planted there to somewhere else.
+    """
+    if folder.is_symlink():
+        raise OSError(
+            errno.ELOOP,
+            "it is a symbolic link; batchpod does not write through links in the output folder",
+        )
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".*.part-*"):
         stale.unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from batchpod.client import (
     parse_retry_after,
 )
 from batchpod.client._classify import Call, error_for_status
+from batchpod.client._models import usage_rows_of
 from batchpod.errors import (
     ApiError,
     AuthenticationError,
@@ -816,6 +817,35 @@ def test_job_parsing_never_raises_anything_but_invalid_response(data: object) ->
     for parse in (RemoteJob.from_json, Balance.from_json):
         with contextlib.suppress(InvalidResponse):
             parse(data)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(JSON, st.fixed_dictionaries({}, optional={"logs": st.lists(JSON, max_size=3)})))
+def test_usage_parsing_never_raises_anything_but_invalid_response(data: object) -> None:
+    """Whatever a usage page holds, it parses to rows or raises InvalidResponse."""
+    with contextlib.suppress(InvalidResponse):
+        usage_rows_of(data)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(300, 599),
+    st.one_of(st.binary(max_size=300), JSON.map(lambda v: json.dumps(v).encode())),
+    st.one_of(st.none(), st.text(max_size=40)),
+)
+def test_any_error_answer_becomes_one_key_free_api_error(
+    status: int, body: bytes, retry_after: str | None
+) -> None:
+    """Any status, body and Retry-After header (even one echoing the key) classify into an
+    ApiError whose message names the request and never carries the key."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    call = Call("POST", "/api/v1/stem-extraction/api/extract", "api.example", submit=True)
+    body = body.replace(b"KEY", CANARY.encode())
+    exc = error_for_status(call, status, headers, body, now=0.0, secrets=(CANARY,))
+    assert isinstance(exc, ApiError)
+    assert_secret_free(exc)
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:

@@ -87,7 +87,7 @@ class MemoryApi:
     async def usage(self, *, page: int = 1, limit: int = 50) -> list[UsageRow]:
         return []  # charges are not modelled here (the sandbox tests cover them)
 
-    async def download(self, url: str, dest: Path) -> int:
+    async def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> int:
         self.calls["download"] += 1
         await anyio.Path(dest).write_bytes(url.encode())
         return len(url)
