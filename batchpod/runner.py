@@ -13,6 +13,7 @@ beyond the stems it writes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import math
@@ -20,7 +21,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -172,6 +173,8 @@ class _Progress:
     retries: Counter[str] = field(default_factory=Counter)  # by cause, this run
     in_window: bool = False  # holds a place in the pool's SubmitWindow
     sent_this_run: bool = False  # this run sent (or tried to send) its submit
+    deadline: float = math.inf  # anyio clock: its submit plus --job-timeout
+    handed_off: bool = False  # its stems are being fetched by a task of their own
 
     def restore(self, record: JobRecord) -> None:
         """Take up where an earlier run left this job."""
@@ -270,6 +273,7 @@ class Pool:
         ]
         self._cancel: anyio.CancelScope | None = None
         self._background: TaskGroup | None = None  # the board, settlements
+        self._stems: TaskGroup | None = None  # stem downloads of completed jobs
         self.window = SubmitWindow(maximum=options.concurrency)
         self._downloads = anyio.CapacityLimiter(options.download_concurrency)
         self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
@@ -296,11 +300,13 @@ class Pool:
                 board.start_soon(self.board.run)
                 if self.options.balance_refresh_s and self.budget.balance_cents is not None:
                     board.start_soon(self._refresh_balance)
-                async with anyio.create_task_group() as tg:
-                    for _ in range(min(self.options.concurrency, len(self.jobs))):
-                        tg.start_soon(self._worker, receive.clone())
-                    receive.close()
-                    await self._feed(send)
+                async with anyio.create_task_group() as stems:
+                    self._stems = stems
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(min(self.options.concurrency, len(self.jobs))):
+                            tg.start_soon(self._worker, receive.clone())
+                        receive.close()
+                        await self._feed(send)
                 board.cancel_scope.cancel()  # every job has ended: nothing left to watch
         return self.results()
 
@@ -437,37 +443,59 @@ class Pool:
         if prior is not None:
             progress.restore(prior)
         try:
-            if state is JobState.DOWNLOADED and self._intact(prior):
-                self.reporter.job_event(job, "already done")
-                self._finish(progress, JobStatus.SUCCEEDED)
-                return
-            if state is JobState.FAILED and not self.options.retry_failed:
-                progress.reason = "failed in an earlier run (--retry-failed submits it again)"
-                self._finish(progress, JobStatus.FAILED, error=progress.error)
-                return
-            await self._enter_window(progress)
-            remote: RemoteJob | None = None
-            if state in (JobState.SUBMITTED, JobState.COMPLETED, JobState.DOWNLOADED):
-                assert progress.remote_id is not None
-                self.worked += 1
-                self.reporter.job_event(job, "resuming", f"id {progress.remote_id}")
-                status = RemoteStatus.PROCESSING
-                if state is not JobState.SUBMITTED:
-                    status = RemoteStatus.COMPLETED  # fetch fresh links below
-                remote = RemoteJob(id=progress.remote_id, status=status)
-            elif state in (JobState.SUBMITTING, JobState.UNKNOWN):
-                assert prior is not None and prior.intent_at is not None
-                self.worked += 1
-                progress.sent_this_run = True  # its reconciliation counts as its work
-                async with self._source_lock(job):
-                    remote = await self._reconcile(job, progress, prior.intent_at)
+            with self._outcome(progress):
+                await self._carry(job, progress, index, prior, state)
+        finally:
+            self._leave_window(progress)
+
+    async def _carry(
+        self,
+        job: Job,
+        progress: _Progress,
+        index: int,
+        prior: JobRecord | None,
+        state: JobState,
+    ) -> None:
+        """One job from its state to its end at AudioPod; then its stems (see ``_follow``)."""
+        if state is JobState.DOWNLOADED and self._intact(prior):
+            self.reporter.job_event(job, "already done")
+            self._finish(progress, JobStatus.SUCCEEDED)
+            return
+        if state is JobState.FAILED and not self.options.retry_failed:
+            progress.reason = "failed in an earlier run (--retry-failed submits it again)"
+            self._finish(progress, JobStatus.FAILED, error=progress.error)
+            return
+        await self._enter_window(progress)
+        remote: RemoteJob | None = None
+        if state in (JobState.SUBMITTED, JobState.COMPLETED, JobState.DOWNLOADED):
+            assert progress.remote_id is not None
+            self.worked += 1
+            self.reporter.job_event(job, "resuming", f"id {progress.remote_id}")
+            status = RemoteStatus.PROCESSING
+            if state is not JobState.SUBMITTED:
+                status = RemoteStatus.COMPLETED  # fetch fresh links below
+            remote = RemoteJob(id=progress.remote_id, status=status)
+        elif state in (JobState.SUBMITTING, JobState.UNKNOWN):
+            assert prior is not None and prior.intent_at is not None
+            self.worked += 1
+            progress.sent_this_run = True  # its reconciliation counts as its work
+            async with self._source_lock(job):
+                remote = await self._reconcile(job, progress, prior.intent_at)
+        if remote is None:
+            remote = await self._reserve_and_submit(job, progress, index)
             if remote is None:
-                remote = await self._reserve_and_submit(job, progress, index)
-                if remote is None:
-                    return
-            # The job's time runs from its submit (or its resumption) to its last stem.
-            with anyio.fail_after(self.options.job_timeout_s):
-                await self._follow(job, progress, remote, index)
+                return
+        # The job's time runs from its submit (or its resumption) to its last stem.
+        progress.deadline = anyio.current_time() + self.options.job_timeout_s
+        with anyio.fail_after(self.options.job_timeout_s):
+            await self._follow(job, progress, remote, index)
+
+    @contextlib.contextmanager
+    def _outcome(self, progress: _Progress) -> Iterator[None]:
+        """How a job's end, failure or time-out becomes its result (never the run's end,
+        but for a refused key or a state file that cannot be written)."""
+        try:
+            yield
         except TimeoutError:
             # The job may still complete and be charged: keep its reservation held, and keep
             # its state as it is, so that a later run picks the AudioPod job up again.
@@ -497,8 +525,6 @@ class Pool:
         except BatchpodError as exc:
             # Any other condition we know of is this job's failure, never the run's.
             self._finish(progress, JobStatus.FAILED, error=_record(exc))
-        finally:
-            self._leave_window(progress)
 
     async def _enter_window(self, progress: _Progress) -> None:
         """Wait for a place among the jobs in flight at AudioPod (see ``flow.SubmitWindow``)."""
@@ -787,6 +813,28 @@ class Pool:
             raise JobFailed(
                 ErrorRecord(type="InvalidResponse", message="completed without download URLs")
             )
+        if self._stems is None:
+            await self._fetch_stems(job, progress, remote)
+            return
+        # The stems are fetched by a task of their own, so that this worker can submit its
+        # next job at once: downloads overlap AudioPod's processing instead of adding to it.
+        progress.handed_off = True
+        self._stems.start_soon(self._stems_of, index, remote)
+
+    async def _stems_of(self, index: int, remote: RemoteJob) -> None:
+        """Fetch a completed job's stems and end the job (the worker has moved on)."""
+        job, progress = self.jobs[index], self._progress[index]
+        try:
+            with self._outcome(progress):
+                left = progress.deadline - anyio.current_time()
+                with anyio.fail_after(max(left, 0.0)):
+                    await self._fetch_stems(job, progress, remote)
+        finally:
+            if progress.done:
+                self.reporter.job_finished(self._result(index))
+
+    async def _fetch_stems(self, job: Job, progress: _Progress, remote: RemoteJob) -> None:
+        """Download every stem not already on disk, then record the job as done."""
         folder = self.options.output_dir / job.name
         try:
             await anyio.to_thread.run_sync(_prepare_folder, folder)
