@@ -1,8 +1,11 @@
 """batchpod benchmarks: print the figures the README quotes.
 
 Each scenario runs batchpod in a fresh interpreter so its time and peak memory are its own.
-Run from the repository root with the project installed:
+Run from the repository root with the project installed (``pip install -e '.[bench]'`` adds
+the official ``audiopod`` SDK, which the default scenario compares against):
 
+    python scripts/bench.py                  # all: the table below, a few minutes
+    python scripts/bench.py --quick          # all, shrunk to under a minute (CI smoke)
     python scripts/bench.py validate --jobs 100000 --repeat 3
     python scripts/bench.py run --jobs 500 --concurrency 100 --job-time 1 --repeat 3
     python scripts/bench.py validate --jobs 100000 --json bench.json
@@ -16,6 +19,24 @@ polling keeps that figure flat as concurrency grows. Each concurrency runs ``2 x
 `run` starts the sandbox in its own process (so the figures are the client's alone) and runs
 `batchpod run` on a generated manifest of four-stem URL jobs, downloads included.
 
+`all` (the default) prints one table, a row per measurement:
+
+1. ``batchpod run``: N four-stem URL jobs (``?duration=60``), concurrency C, downloads on,
+   against a sandbox whose jobs take T seconds and whose API answers after L seconds
+   (default N=1000, C=100, T=2, L=0.02). The ideal is ``ceil(N/C) x (T + 2L)``: rounds of
+   one job time plus a submit and a status round trip.
+2. The same workload through the official SDK as its docs show it: ``client.stems.separate``
+   in a thread pool of C workers, one ``Client`` per thread, each stem then fetched with
+   ``requests``, in its own process against the same sandbox.
+3. Scale: a generated manifest (default 100,000 jobs, one in ten a small WAV upload):
+   ``validate``, ``estimate`` (offline, no key) and ``run --no-download`` against a sandbox
+   with T=0 and L=0.
+4. Durability: workload 1 again with the state file beside the manifest on disk, as shipped,
+   and with ``--state`` in ``/dev/shm`` (RAM), to show what the SQLite commits cost per job.
+
+API requests exclude stem downloads. ``--quick`` shrinks it all (N=100, C=50, T=1, a
+3,000-job scale manifest) to finish in under a minute.
+
 Figures are medians of ``--repeat`` runs. Machines are noisy: compare figures measured in the
 same run, not across machines.
 """
@@ -23,28 +44,54 @@ same run, not across machines.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
+import itertools
 import json
 import math
 import os
 import re
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
-def write_manifest(folder: Path, jobs: int) -> Path:
-    """A valid manifest of `jobs` jobs: nine in ten URL jobs, one in ten a local file."""
+def _tiny_wav(index: int) -> bytes:
+    """A valid 8 kHz mono 16-bit WAV of 8 frames whose samples spell `index` (so unique)."""
+    data = index.to_bytes(16, "little")
+    fmt = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVEfmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
+
+
+def write_manifest(folder: Path, jobs: int, *, audio: bool = False) -> Path:
+    """A valid manifest of `jobs` jobs: nine in ten URL jobs, one in ten a local file.
+
+    The files are 4-byte stubs, enough for `validate`; with `audio` they are distinct tiny
+    WAVs, so that `run` can upload them and the sandbox accepts each as a song of its own.
+    """
     (folder / "songs").mkdir()
     modes = ("two", "four", "six", "producer")
     lines = ["version: 1", "concurrency: 100", "jobs:"]
     for i in range(jobs):
         if i % 10 == 0:
-            (folder / "songs" / f"{i:07d}.wav").write_bytes(b"RIFF")
+            content = _tiny_wav(i) if audio else b"RIFF"
+            (folder / "songs" / f"{i:07d}.wav").write_bytes(content)
             lines.append(f"  - file: songs/{i:07d}.wav\n    mode: {modes[i // 10 % 4]}")
         else:
             lines.append(
@@ -57,13 +104,19 @@ def write_manifest(folder: Path, jobs: int) -> Path:
     return path
 
 
-def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, int]:
-    """Wall s, CPU s, peak RSS MiB and exit code of one batchpod command in a new process."""
+def _timed_call(
+    setup: str, call: str, env: dict[str, str] | None = None
+) -> tuple[float, float, float, int]:
+    """Wall s, CPU s, peak RSS MiB and exit code of `call` in a new interpreter.
+
+    `setup` (imports and definitions) runs first and is not timed; CPU and peak RSS are the
+    whole process's.
+    """
     code = (
         "import resource, sys, time\n"
-        "from batchpod.cli import main\n"
+        f"{setup}\n"
         "start = time.perf_counter()\n"
-        f"rc = main({argv!r})\n"
+        f"rc = {call}\n"
         "wall = time.perf_counter() - start\n"
         "use = resource.getrusage(resource.RUSAGE_SELF)\n"
         "cpu = use.ru_utime + use.ru_stime\n"
@@ -72,8 +125,17 @@ def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, f
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
     )
-    wall, cpu, rss, rc = proc.stderr.strip().splitlines()[-1].split()
-    return float(wall), float(cpu), float(rss), int(rc)
+    try:
+        wall, cpu, rss, rc = proc.stderr.strip().splitlines()[-1].split()
+        return float(wall), float(cpu), float(rss), int(rc)
+    except (IndexError, ValueError):
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"the measured process failed (exit {proc.returncode}):\n{tail}") from None
+
+
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, int]:
+    """Wall s, CPU s, peak RSS MiB and exit code of one batchpod command in a new process."""
+    return _timed_call("from batchpod.cli import main", f"main({argv!r})", env)
 
 
 def bench_validate(jobs: int, repeat: int) -> dict[str, object]:
@@ -232,23 +294,316 @@ def bench_requests(concurrencies: list[int], job_time: str) -> dict[str, object]
     return {"scenario": "requests", "job_time_s": job_time, "rows": rows}
 
 
+# -- all: batchpod against the ideal, against the SDK, at scale, and durability --------------
+
+# The SDK workload, run in a child process as a user would write it from the SDK's docs:
+# `client.stems.separate(url=..., mode=...)` (submit, then poll until done), then each stem
+# fetched from its presigned URL, in a pool of C threads with one client per thread.
+_SDK_SETUP = """
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from audiopod import Client
+
+
+def sdk_batch(base_url, urls, concurrency, folder):
+    local = threading.local()
+
+    def one(index, url):
+        if not hasattr(local, "client"):  # one SDK client and one download session per thread
+            local.client = Client(api_key=os.environ["AUDIOPOD_API_KEY"], base_url=base_url)
+            local.http = requests.Session()
+        job = local.client.stems.separate(url=url, mode="four")
+        out = Path(folder) / f"{index:07d}"
+        out.mkdir()
+        for stem, link in job["download_urls"].items():
+            reply = local.http.get(link, timeout=60)
+            reply.raise_for_status()
+            (out / f"{stem}.wav").write_bytes(reply.content)
+        return len(job["download_urls"])
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        stems = list(pool.map(one, range(len(urls)), urls))
+    return 0 if stems == [4] * len(urls) else 1
+"""
+
+_FULL = {"jobs": 1000, "concurrency": 100, "job_time": 2.0, "latency": 0.02, "scale_jobs": 100_000}
+_QUICK = {"jobs": 100, "concurrency": 50, "job_time": 1.0, "latency": 0.02, "scale_jobs": 3000}
+_batches = itertools.count()
+
+
+class _Measured(NamedTuple):
+    wall: float
+    cpu: float
+    rss: float
+    requests: int | None = None
+    peak_active: int | None = None
+
+
+def _median(runs: list[_Measured]) -> _Measured:
+    """The field-by-field median of repeated measurements."""
+    fields = [[getattr(r, f) for r in runs] for f in _Measured._fields]
+    return _Measured(*(None if v[0] is None else statistics.median(v) for v in fields))
+
+
+def _api_requests(stats: dict[str, Any]) -> int:
+    """API requests the sandbox counted since its last reset, stem downloads apart."""
+    return sum(n for route, n in stats["requests"].items() if "/media/" not in route)
+
+
+def _url_jobs(jobs: int) -> list[str]:
+    """`jobs` one-minute song URLs, different on every call."""
+    batch = next(_batches)
+    return [f"https://cdn.example.com/b{batch}/{i:07d}.mp3?duration=60" for i in range(jobs)]
+
+
+def _fs_type(path: Path) -> str:
+    """The type of the file system holding `path` (from /proc/mounts), or '?'."""
+    real = os.path.realpath(path)
+    best, kind = "", "?"
+    try:
+        mounts = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return kind
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def _batchpod_run(
+    sandbox: _Sandbox, jobs: int, concurrency: int, disk_dir: Path | None, state_dir: Path | None
+) -> _Measured:
+    """`batchpod run` of four-stem URL jobs with downloads; manifest and stems in `disk_dir`.
+
+    The state file is batchpod's default (beside the manifest) unless `state_dir` is given.
+    """
+    with tempfile.TemporaryDirectory(prefix="batchpod-bench-", dir=disk_dir) as tmp:
+        path = Path(tmp) / "jobs.yaml"
+        lines = [f"version: 1\nconcurrency: {concurrency}\njobs:"]
+        lines += [f"  - {{url: '{url}', mode: four}}" for url in _url_jobs(jobs)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        argv = ["run", str(path), "--quiet", "--base-url", sandbox.base_url]
+        if state_dir is not None:
+            argv += ["--state", str(state_dir / "jobs.batchpod.db")]
+        env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
+        sandbox.reset()
+        wall, cpu, rss, rc = _timed(argv, env)
+        if rc != 0:
+            raise SystemExit(f"batchpod run exited {rc}")
+        stats = sandbox.stats()
+    return _Measured(wall, cpu, rss, _api_requests(stats), stats["jobs"]["peak_active"])
+
+
+def _sdk_run(sandbox: _Sandbox, jobs: int, concurrency: int, disk_dir: Path | None) -> _Measured:
+    """The same workload through the official SDK, in a process of its own."""
+    with tempfile.TemporaryDirectory(prefix="batchpod-bench-sdk-", dir=disk_dir) as tmp:
+        call = f"sdk_batch({sandbox.base_url!r}, {_url_jobs(jobs)!r}, {concurrency}, {tmp!r})"
+        env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
+        sandbox.reset()
+        wall, cpu, rss, rc = _timed_call(_SDK_SETUP, call, env)
+        if rc != 0:
+            raise SystemExit("the SDK workload did not get four stems for every job")
+        stats = sandbox.stats()
+    return _Measured(wall, cpu, rss, _api_requests(stats), stats["jobs"]["peak_active"])
+
+
+def _row(
+    measurement: str,
+    m: _Measured,
+    jobs: int,
+    *,
+    concurrency: int | None = None,
+    job_time: float | None = None,
+    latency: float | None = None,
+    ideal: float | None = None,
+) -> dict[str, object]:
+    return {
+        "measurement": measurement,
+        "jobs": jobs,
+        "concurrency": concurrency,
+        "job_time_s": job_time,
+        "latency_s": latency,
+        "wall_s": round(m.wall, 2),
+        "ideal_s": None if ideal is None else round(ideal, 2),
+        "wall_over_ideal": None if ideal is None else round(m.wall / ideal, 2),
+        "jobs_per_s": round(jobs / m.wall),
+        "peak_active": m.peak_active,
+        "api_requests_per_job": None if m.requests is None else round(m.requests / jobs, 2),
+        "cpu_s": round(m.cpu, 2),
+        "cpu_ms_per_job": round(1000 * m.cpu / jobs, 3),
+        "peak_rss_mib": round(m.rss, 1),
+    }
+
+
+def bench_all(
+    *,
+    jobs: int,
+    concurrency: int,
+    job_time: float,
+    latency: float,
+    scale_jobs: int,
+    repeat: int,
+    sdk: bool,
+    disk_dir: Path | None,
+) -> dict[str, object]:
+    """The default scenario: a row per measurement (see the module docstring)."""
+    rows: list[dict[str, object]] = []
+    summary: dict[str, object] = {}
+    disk_fs = _fs_type(disk_dir or Path(tempfile.gettempdir()))
+    shared: dict[str, Any] = {
+        "concurrency": concurrency,
+        "job_time": job_time,
+        "latency": latency,
+        "ideal": math.ceil(jobs / concurrency) * (job_time + 2 * latency),
+    }
+    balance = str(max(1_000_000, 10 * max(jobs, scale_jobs)))
+
+    def repeated(measure: Callable[[], _Measured]) -> _Measured:
+        return _median([measure() for _ in range(repeat)])
+
+    sandbox = _Sandbox(
+        "--processing-time", str(job_time), "--latency", str(latency), "--balance", balance
+    )
+    try:
+        ours = repeated(lambda: _batchpod_run(sandbox, jobs, concurrency, disk_dir, None))
+        rows.append(_row("batchpod run", ours, jobs, **shared))
+        if sdk:
+            theirs = repeated(lambda: _sdk_run(sandbox, jobs, concurrency, disk_dir))
+            rows.append(_row("audiopod SDK, threads", theirs, jobs, **shared))
+            summary["sdk_wall_s"] = round(theirs.wall, 2)
+            summary["batchpod_wall_s"] = round(ours.wall, 2)
+            summary["sdk_over_batchpod_wall"] = round(theirs.wall / ours.wall, 2)
+            summary["sdk_api_requests_per_job"] = round((theirs.requests or 0) / jobs, 2)
+            summary["batchpod_api_requests_per_job"] = round((ours.requests or 0) / jobs, 2)
+        on_disk = repeated(lambda: _batchpod_run(sandbox, jobs, concurrency, disk_dir, None))
+        rows.append(_row(f"run, state on {disk_fs}", on_disk, jobs, **shared))
+        if Path("/dev/shm").is_dir():
+
+            def in_ram_once() -> _Measured:
+                with tempfile.TemporaryDirectory(prefix="batchpod-bench-", dir="/dev/shm") as st:
+                    return _batchpod_run(sandbox, jobs, concurrency, disk_dir, Path(st))
+
+            in_ram = repeated(in_ram_once)
+            rows.append(_row("run, state in /dev/shm", in_ram, jobs, **shared))
+            summary["state_on_disk_fs"] = disk_fs
+            summary["durability_wall_ms_per_job"] = round(
+                1000 * (on_disk.wall - in_ram.wall) / jobs, 3
+            )
+            summary["durability_cpu_ms_per_job"] = round(
+                1000 * (on_disk.cpu - in_ram.cpu) / jobs, 3
+            )
+    finally:
+        sandbox.close()
+
+    offline = {
+        k: v for k, v in os.environ.items() if k not in {"AUDIOPOD_API_KEY", "AUDIOPOD_BASE_URL"}
+    }
+    with tempfile.TemporaryDirectory(prefix="batchpod-bench-", dir=disk_dir) as tmp:
+        path = write_manifest(Path(tmp), scale_jobs, audio=True)
+        for command in ("validate", "estimate"):
+
+            def offline_once(command: str = command) -> _Measured:
+                wall, cpu, rss, rc = _timed([command, str(path)], offline)
+                if rc != 0:
+                    raise SystemExit(f"batchpod {command} exited {rc}")
+                return _Measured(wall, cpu, rss)
+
+            rows.append(_row(command, repeated(offline_once), scale_jobs))
+        sandbox = _Sandbox("--processing-time", "0", "--balance", balance)
+        runs = itertools.count()
+
+        def scale_run_once() -> _Measured:
+            state = path.with_name(f"jobs.{next(runs)}.batchpod.db")  # beside the manifest
+            argv = ["run", str(path), "--quiet", "--no-download", "--state", str(state)]
+            env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
+            sandbox.reset()
+            wall, cpu, rss, rc = _timed([*argv, "--base-url", sandbox.base_url], env)
+            if rc != 0:
+                raise SystemExit(f"batchpod run --no-download exited {rc}")
+            stats = sandbox.stats()
+            return _Measured(wall, cpu, rss, _api_requests(stats), stats["jobs"]["peak_active"])
+
+        try:
+            scale = repeated(scale_run_once)
+        finally:
+            sandbox.close()
+        rows.append(
+            _row("run --no-download", scale, scale_jobs, concurrency=100, job_time=0, latency=0)
+        )
+    return {
+        "scenario": "all",
+        "jobs": jobs,
+        "concurrency": concurrency,
+        "job_time_s": job_time,
+        "latency_s": latency,
+        "scale_jobs": scale_jobs,
+        "repeat": repeat,
+        "ideal_s": "ceil(jobs / concurrency) x (job_time_s + 2 x latency_s)",
+        "cpus": os.cpu_count(),
+        "audiopod_sdk": importlib.metadata.version("audiopod") if sdk else None,
+        "rows": rows,
+        "summary": summary,
+    }
+
+
 def _print_table(rows: list[dict[str, object]]) -> None:
     keys = list(rows[0])
-    widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
-    print("  ".join(k.rjust(w) for k, w in zip(keys, widths, strict=True)))
-    for row in rows:
-        print("  ".join(str(row[k]).rjust(w) for k, w in zip(keys, widths, strict=True)))
+    cells = [["-" if r[k] is None else str(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    text = [all(isinstance(r[k], str) for r in rows) for k in keys]  # left-aligned columns
+    for line in [keys, *cells]:
+        print(
+            "  ".join(
+                c.ljust(w) if left else c.rjust(w)
+                for c, w, left in zip(line, widths, text, strict=True)
+            ).rstrip()
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", choices=["validate", "run", "requests"])
-    parser.add_argument("--jobs", type=int, help="jobs (default: 100000 validate, 500 run)")
-    parser.add_argument("--concurrency", type=int, default=100, help="run: jobs in flight")
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        default="all",
+        choices=["all", "validate", "run", "requests"],
+        help="what to measure (default: all: against the ideal and the SDK, scale, durability)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, help="jobs (default: all 1000, validate 100000, run 500)"
+    )
+    parser.add_argument("--concurrency", type=int, help="all, run: jobs in flight (default: 100)")
     parser.add_argument(
         "--job-time",
-        default="1",
-        help="sandbox job seconds, or MIN-MAX (default: 1; requests: 2-10)",
+        help="sandbox job seconds, or MIN-MAX (default: 1; all: 2; requests: 2-10)",
+    )
+    parser.add_argument(
+        "--latency", type=float, help="all: sandbox API latency in seconds (default: 0.02)"
+    )
+    parser.add_argument(
+        "--scale-jobs", type=int, help="all: jobs of the generated manifest (default: 100000)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="all: N=100, C=50, T=1 s and a 3,000-job scale manifest, in under a minute",
+    )
+    parser.add_argument(
+        "--no-sdk", action="store_true", help="all: leave out the audiopod SDK comparison"
+    )
+    parser.add_argument(
+        "--disk-dir",
+        type=Path,
+        help="all: folder for manifests, state and stems (default: the system temp folder)",
     )
     parser.add_argument(
         "--concurrencies",
@@ -256,32 +611,71 @@ def main() -> int:
         help="requests: the concurrencies to measure, comma-separated (default: 10,100,1000)",
     )
     parser.add_argument("--no-download", action="store_true", help="run: skip the stems")
-    parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
+    parser.add_argument(
+        "--repeat", type=int, help="runs; the median is reported (default: 3; all: 1)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     started = time.time()
-    if args.scenario == "validate":
-        result = bench_validate(args.jobs or 100_000, args.repeat)
+    if args.scenario == "all":
+        preset = _QUICK if args.quick else _FULL
+        try:
+            job_time = float(args.job_time) if args.job_time else preset["job_time"]
+        except ValueError:
+            parser.error("all: --job-time takes one number of seconds")
+        sdk = not args.no_sdk
+        if sdk and importlib.util.find_spec("audiopod") is None:
+            parser.error(
+                "the SDK comparison needs the official SDK: pip install -e '.[bench]' "
+                "(or pass --no-sdk)"
+            )
+        result = bench_all(
+            jobs=args.jobs or int(preset["jobs"]),
+            concurrency=args.concurrency or int(preset["concurrency"]),
+            job_time=job_time,
+            latency=preset["latency"] if args.latency is None else args.latency,
+            scale_jobs=args.scale_jobs or int(preset["scale_jobs"]),
+            repeat=args.repeat or 1,
+            sdk=sdk,
+            disk_dir=args.disk_dir,
+        )
+        result["quick"] = args.quick
+    elif args.scenario == "validate":
+        result = bench_validate(args.jobs or 100_000, args.repeat or 3)
     elif args.scenario == "requests":
-        job_time = "2-10" if args.job_time == "1" else args.job_time
+        job_time = args.job_time or "2-10"
         concurrencies = [int(c) for c in args.concurrencies.split(",")]
         result = bench_requests(concurrencies, job_time)
     else:
         result = bench_run(
             args.jobs or 500,
-            args.concurrency,
-            float(args.job_time),
-            args.repeat,
+            args.concurrency or 100,
+            float(args.job_time or "1"),
+            args.repeat or 3,
             download=not args.no_download,
         )
     result["python"] = sys.version.split()[0]
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     for key, value in result.items():
-        if key == "rows":
+        if key in {"rows", "summary"}:
             continue
         print(f"{key:>14}  {value}")
     if "rows" in result:
         _print_table(result["rows"])  # type: ignore[arg-type]
+    summary: dict[str, Any] = result.get("summary") or {}  # type: ignore[assignment]
+    if "sdk_wall_s" in summary:
+        print(
+            f"SDK vs batchpod, same workload: wall {summary['sdk_wall_s']} s vs "
+            f"{summary['batchpod_wall_s']} s ({summary['sdk_over_batchpod_wall']}x), "
+            f"API requests per job {summary['sdk_api_requests_per_job']} vs "
+            f"{summary['batchpod_api_requests_per_job']}"
+        )
+    if "durability_wall_ms_per_job" in summary:
+        print(
+            f"State on {summary['state_on_disk_fs']} vs /dev/shm, per job: "
+            f"{summary['durability_wall_ms_per_job']:+} ms wall, "
+            f"{summary['durability_cpu_ms_per_job']:+} ms CPU"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
