@@ -8,6 +8,17 @@ Validation never stops at the first mistake. The YAML is *composed* (parsed into
 remember their line and column) rather than loaded, so that every problem can be reported as
 ``FILE:LINE:COL: message``. libyaml's C parser is used when PyYAML was built with it; the
 pure-Python parser gives the same nodes and positions otherwise.
+
+Hostile input is refused in bounded memory and time. A manifest may be at most
+``MAX_MANIFEST_BYTES`` long (checked from the file's size before it is read). Composing keeps
+every node alive (some 300 bytes each), so text longer than ``_COUNT_FIRST_CHARS`` is first
+counted without composing it: libyaml counts its events in C, and only when that count passes
+``MAX_YAML_NODES`` does a Python pass over the events (libyaml's, else the pure parser's) find
+which limit (``MAX_JOBS`` items in the top-level ``jobs`` list, or ``MAX_YAML_NODES`` nodes in
+all) was passed, stopping there. Aliases share nodes rather than copy them, and a job listed
+again through an alias is reported, not checked again, so no work is multiplied. Nothing is
+ever constructed from a tag: a tag on a value, mapping or list is reported. Text quoted in
+messages is cut short and its control characters escaped, so each problem stays one line.
 """
 
 from __future__ import annotations
@@ -29,6 +40,14 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
+from yaml.events import (
+    CollectionEndEvent,
+    CollectionStartEvent,
+    MappingStartEvent,
+    NodeEvent,
+    ScalarEvent,
+    SequenceStartEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader
@@ -43,6 +62,9 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_OUTPUT_DIR",
     "MAX_CONCURRENCY",
+    "MAX_JOBS",
+    "MAX_MANIFEST_BYTES",
+    "MAX_YAML_NODES",
     "check_manifest",
     "dump_manifest",
     "load_manifest",
@@ -56,6 +78,20 @@ DEFAULT_CONCURRENCY: Final = 8
 MAX_CONCURRENCY: Final = 10_000
 MAX_NAME_LENGTH: Final = 100
 MAX_URL_LENGTH: Final = 8192
+# A 100,000-job manifest of typical lines is 7-10 MB; twice that many jobs still fit.
+MAX_MANIFEST_BYTES: Final = 32 * 1024 * 1024
+MAX_JOBS: Final = 200_000
+# Every key and value is a node: a job has at most 11 (its mapping, five keys and their values),
+# so MAX_JOBS of the largest jobs fit. Composing keeps every node (with the checker's own
+# records, some 500 bytes each), so this bounds the memory a manifest may take.
+MAX_YAML_NODES: Final = 2_500_000
+_SPLIT_HINT: Final = "split the catalogue into several manifests"
+# Text up to this long is composed straight away: it cannot hold more than ~500,000 nodes.
+_COUNT_FIRST_CHARS: Final = 1024 * 1024
+# libyaml refuses deeper nesting; the event count stops there and leaves the error to compose.
+_MAX_DEPTH: Final = 1000
+# User text quoted in a message is cut to this many characters.
+_QUOTE_CHARS: Final = 200
 
 TOP_KEYS: Final = ("version", "defaults", "output_dir", "concurrency", "budget", "jobs")
 JOB_KEYS: Final = ("url", "file", "mode", "stem", "name", "duration")
@@ -110,7 +146,17 @@ class _PyLoader(Reader, Scanner, Parser, Composer, SafeConstructor, _LazyResolve
         _LazyResolver.__init__(self)
 
 
+class _PyEvents(Reader, Scanner, Parser):
+    """The pure-Python parser's event stream alone (to count nodes without composing)."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+
+
 _Loader: type[Any] = _PyLoader
+_CParser: Any = None
 try:
     from yaml.cyaml import CParser  # type: ignore[attr-defined]  # stubs omit the C parser
 
@@ -123,6 +169,7 @@ try:
             _LazyResolver.__init__(self)
 
     _Loader = _CLoader
+    _CParser = CParser
 except ImportError:  # PyYAML built without libyaml: the pure-Python parser gives the same nodes
     pass
 
@@ -130,6 +177,8 @@ except ImportError:  # PyYAML built without libyaml: the pure-Python parser give
 LOADERS: Final[tuple[type[Any], ...]] = tuple(dict.fromkeys((_Loader, _PyLoader)))
 
 _STR_TAG: Final = "tag:yaml.org,2002:str"
+_MAP_TAG: Final = BaseResolver.DEFAULT_MAPPING_TAG
+_SEQ_TAG: Final = BaseResolver.DEFAULT_SEQUENCE_TAG
 _INT_TAG: Final = "tag:yaml.org,2002:int"
 _TEXT_FIRST_CHARS: Final = (
     frozenset(string.ascii_letters) - frozenset(Resolver.yaml_implicit_resolvers)
@@ -157,10 +206,17 @@ def check_manifest(
     """Read and validate ``path``: the manifest when it is clean, and every problem found."""
     shown = str(path)
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_MANIFEST_BYTES:
+                return None, [_too_large(shown, size)]
+            # One byte past the limit: a pipe or a device has no size to check beforehand.
+            data = stream.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         return None, [Problem(path=shown, line=0, column=0, message=f"cannot read: {reason}")]
+    if len(data) > MAX_MANIFEST_BYTES:
+        return None, [_too_large(shown, None)]
     return parse_manifest(data, path=Path(path), loader=loader)
 
 
@@ -168,6 +224,9 @@ def parse_manifest(
     data: bytes | str, *, path: Path, loader: type[Any] | None = None
 ) -> tuple[Manifest | None, list[Problem]]:
     """Validate manifest text that was read from ``path`` (which anchors relative paths)."""
+    size = _utf8_size(data)
+    if size > MAX_MANIFEST_BYTES:
+        return None, [_too_large(str(path), size)]
     checker = _Checker(path)
     # Composing a large manifest creates millions of small objects that all stay alive; the
     # cyclic GC would rescan them again and again (it more than doubles the time). None of
@@ -181,6 +240,26 @@ def parse_manifest(
             gc.enable()
     problems = sorted(checker.problems, key=lambda p: (p.line, p.column))
     return (None if problems else manifest), problems
+
+
+def _utf8_size(data: bytes | str) -> int:
+    """The data's length in bytes (text counts as UTF-8), without encoding large text needlessly."""
+    if isinstance(data, bytes) or len(data) > MAX_MANIFEST_BYTES or data.isascii():
+        return len(data)
+    if len(data) * 4 <= MAX_MANIFEST_BYTES:  # at most 4 bytes a character: cannot be too large
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
+def _too_large(shown: str, size: int | None) -> Problem:
+    measured = f"{size:,} bytes, " if size is not None else ""
+    return Problem(
+        path=shown,
+        line=0,
+        column=0,
+        message=f"the manifest is {measured}over the {MAX_MANIFEST_BYTES // 2**20} MiB limit",
+        hint=f"{_SPLIT_HINT} of at most {MAX_MANIFEST_BYTES:,} bytes",
+    )
 
 
 def normalize_url(url: str) -> str:
@@ -329,7 +408,7 @@ class _Checker:
 
     def run(self, data: bytes | str, loader: type[Any]) -> Manifest | None:
         text = self.decode(data)
-        if text is None:
+        if text is None or not self.within_limits(text):
             return None
         root = self.compose(text, loader)
         if root is None:
@@ -380,6 +459,76 @@ class _Checker:
             )
             return None
 
+    def within_limits(self, text: str) -> bool:
+        """Whether the text is small enough to compose; if not, the one problem saying why."""
+        if len(text) <= _COUNT_FIRST_CHARS:
+            return True
+        if _CParser is not None:
+            try:
+                # Events (ends included) are at least as many as nodes; counted in C, fast.
+                if _CParser(text).raw_parse() <= MAX_YAML_NODES:
+                    return True
+            except yaml.YAMLError:
+                pass  # counted below up to the error, which composing then reports
+        return self.count_events(text)
+
+    def count_events(self, text: str) -> bool:
+        """Count nodes and top-level jobs from the parser's events; stop at the first limit."""
+        nodes = depth = jobs = 0
+        root_is_mapping = is_key = in_jobs = False
+        key: Any = None
+        jobs_mark: Any = None
+        try:
+            get_event = (_CParser or _PyEvents)(text).get_event
+            while (event := get_event()) is not None:
+                if isinstance(event, NodeEvent):
+                    nodes += 1
+                    if nodes > MAX_YAML_NODES:
+                        self.report_at(
+                            event.start_mark,
+                            f"the manifest has more than {MAX_YAML_NODES:,} YAML nodes "
+                            "(keys, values, lists and mappings), the limit for one manifest",
+                            _SPLIT_HINT,
+                        )
+                        return False
+                    if depth == 2 and in_jobs:
+                        jobs += 1
+                        if jobs > MAX_JOBS:
+                            self.too_many_jobs(jobs_mark)
+                            return False
+                    elif depth == 1 and root_is_mapping:
+                        if is_key:
+                            key = event.value if isinstance(event, ScalarEvent) else None
+                        elif key == "jobs" and isinstance(event, SequenceStartEvent):
+                            in_jobs, jobs, jobs_mark = True, 0, event.start_mark
+                        is_key = not is_key
+                    if isinstance(event, CollectionStartEvent):
+                        if depth == 0:
+                            root_is_mapping = is_key = isinstance(event, MappingStartEvent)
+                        depth += 1
+                        if depth > _MAX_DEPTH:
+                            return True  # composing refuses it before going this deep
+                elif isinstance(event, CollectionEndEvent):
+                    depth -= 1
+                    if depth == 1:
+                        in_jobs = False
+        except yaml.YAMLError:
+            pass  # composing reports it, having composed no more nodes than were counted
+        return True
+
+    def too_many_jobs(self, mark: Any) -> None:
+        self.report_at(
+            mark,
+            f"'jobs' lists more than {MAX_JOBS:,} jobs, the limit for one manifest",
+            _SPLIT_HINT,
+        )
+
+    def report_at(self, mark: Any, message: str, hint: str | None = None) -> None:
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        self.problems.append(
+            Problem(path=self.shown, line=line, column=column, message=message, hint=hint)
+        )
+
     def compose(self, text: str, loader: type[Any]) -> Node | None:
         try:
             root: Node | None = yaml.compose(text, Loader=loader)  # our loaders are safe ones
@@ -387,16 +536,34 @@ class _Checker:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or exc.context or "invalid YAML"
             line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            message = f"YAML syntax error: {problem}"
+            message = f"YAML syntax error: {_quote(problem)}"
             if exc.context and exc.problem:
-                message = f"YAML syntax error: {problem} ({exc.context})"
+                message = f"YAML syntax error: {_quote(problem)} ({_quote(exc.context)})"
             self.problems.append(
                 Problem(path=self.shown, line=line, column=column, message=message)
             )
             return None
+        except yaml.reader.ReaderError as exc:
+            # Positions differ (libyaml counts UTF-8 bytes): find the character in the text.
+            found = Reader.NON_PRINTABLE.search(text)
+            at = found.start() if found else 0
+            line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+            code = ord(text[at]) if found else exc.character
+            self.problems.append(
+                Problem(
+                    path=self.shown,
+                    line=line,
+                    column=column,
+                    message=f"YAML syntax error: character #x{code:04x} is not allowed in YAML",
+                    hint="remove it, or write it as an escape (such as \\x1b) in double quotes",
+                )
+            )
+            return None
         except yaml.YAMLError as exc:
             self.problems.append(
-                Problem(path=self.shown, line=1, column=1, message=f"YAML error: {exc}")
+                Problem(
+                    path=self.shown, line=1, column=1, message=f"YAML error: {_quote(str(exc))}"
+                )
             )
             return None
         except RecursionError:
@@ -416,26 +583,31 @@ class _Checker:
             )
         return root
 
+    def check_tag(self, node: Node, plain: str) -> None:
+        """Report an explicit tag on a mapping or list (``!!python/object:...``, ``!!set``)."""
+        if node.tag != plain:
+            self.report(node, f"unsupported YAML tag {_quote(node.tag)}", "remove the '!' tag")
+
     def mapping(self, node: MappingNode, allowed: tuple[str, ...], where: str) -> dict[str, Node]:
         """The mapping's values by key; unknown, duplicate and non-string keys are reported."""
+        self.check_tag(node, _MAP_TAG)
         found: dict[str, Node] = {}
         for key_node, value_node in node.value:
             if not (
                 isinstance(key_node, ScalarNode)
+                and key_node.tag in (_PLAIN, _STR_TAG)  # not '!!python/name:x url'
                 and (key_node.value in allowed or _tag_of(key_node) == _STR_TAG)
             ):
                 self.report(key_node, f"keys must be plain names {where}")
                 continue
             key = key_node.value
             if key in found:
-                self.report(key_node, f"duplicate key '{key}' {where}")
+                self.report(key_node, f"duplicate key '{_quote(key)}' {where}")
                 continue
             if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                hint = (
-                    f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
-                )
-                self.report(key_node, f"unknown key '{key}' {where}", hint)
+                close = _close_match(key, allowed)
+                hint = f"did you mean '{close}'?" if close else f"known keys: {', '.join(allowed)}"
+                self.report(key_node, f"unknown key '{_quote(key)}' {where}", hint)
                 continue
             found[key] = value_node
         return found
@@ -453,7 +625,7 @@ class _Checker:
         if value != SUPPORTED_VERSION:
             self.report(
                 node,
-                f"unsupported manifest version {value}",
+                f"unsupported manifest version {_quote(str(value))}",
                 f"this batchpod reads version {SUPPORTED_VERSION}",
             )
             return None
@@ -514,7 +686,7 @@ class _Checker:
         try:
             return dollars_to_cents(Decimal(str(value)))
         except ValueError:  # finite and >= 0 was checked above: only whole cents is left
-            self.report(node, f"'{key}' must be in whole cents, got {node.value}")
+            self.report(node, f"'{key}' must be in whole cents, got {_quote(node.value)}")
             return _INVALID
 
     def defaults(self, node: Node | None) -> dict[str, _Field]:
@@ -541,7 +713,33 @@ class _Checker:
         if not node.value:
             self.report(node, "'jobs' is empty", "add at least one job")
             return []
-        drafts = [self.job(item, number, defaults) for number, item in enumerate(node.value, 1)]
+        self.check_tag(node, _SEQ_TAG)
+        if len(node.value) > MAX_JOBS:  # aliases list many jobs in little text
+            self.too_many_jobs(node.start_mark)
+            return []
+        drafts: list[_Draft] = []
+        # A job's mapping listed again (through an alias) can only repeat that job, and checking
+        # it again would let a few aliases multiply the work. Mappings written in the list start
+        # in increasing order, so only one that starts no later than the last can be a repeat:
+        # the map of mappings to job numbers is built (and kept) from the first such job on.
+        numbers: dict[int, int] | None = None
+        last = -1
+        for number, item in enumerate(node.value, 1):
+            if isinstance(item, MappingNode):
+                at = item.start_mark.index
+                if numbers is None and at <= last:
+                    numbers = {id(draft.node): draft.number for draft in drafts}
+                last = max(last, at)
+                first = numbers.setdefault(id(item), number) if numbers is not None else number
+                if first != number:
+                    self.report(
+                        item,
+                        f"job {number} is job {first} again (through a YAML alias)",
+                        "list each job once",
+                    )
+                    drafts.append(_Draft(node=item, number=number, ok=False))
+                    continue
+            drafts.append(self.job(item, number, defaults))
         self.check_duplicates(drafts)
         return drafts
 
@@ -632,11 +830,13 @@ class _Checker:
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
             if not parts.scheme or "." in parts.scheme:
-                hint = f"did you mean 'https://{text}'?"
+                hint = f"did you mean 'https://{_quote(text)}'?"
                 self.report(node, "'url' must start with http:// or https://", hint)
             else:
                 self.report(
-                    node, f"'url' scheme '{parts.scheme}' is not supported", "use http or https"
+                    node,
+                    f"'url' scheme '{_quote(parts.scheme)}' is not supported",
+                    "use http or https",
                 )
             return _INVALID
         try:
@@ -645,7 +845,7 @@ class _Checker:
         except ValueError:
             host = None
         if not host:
-            self.report(node, f"'url' has no valid host: {text}")
+            self.report(node, f"'url' has no valid host: {_quote(text)}")
             return _INVALID
         return text
 
@@ -661,13 +861,13 @@ class _Checker:
             is_file = path.is_file()
             exists = is_file or path.exists()
         except OSError as exc:
-            self.report(node, f"cannot read 'file' {text}: {exc.strerror or exc}")
+            self.report(node, f"cannot read 'file' {_quote(text)}: {exc.strerror or exc}")
             return _INVALID
         if not exists:
-            self.report(node, f"file not found: {text}", f"looked for {path}")
+            self.report(node, f"file not found: {_quote(text)}", f"looked for {_quote(str(path))}")
             return _INVALID
         if not is_file:
-            self.report(node, f"'file' is not a regular file: {text}")
+            self.report(node, f"'file' is not a regular file: {_quote(text)}")
             return _INVALID
         return path
 
@@ -686,7 +886,7 @@ class _Checker:
             hint = f"modes are lower case: '{text.lower()}'"
         else:
             hint = f"valid modes: {valid}"
-        self.report(node, f"unknown mode '{text}'", hint)
+        self.report(node, f"unknown mode '{_quote(text)}'", hint)
         return _INVALID
 
     def stem(self, node: Node) -> Any:
@@ -697,9 +897,9 @@ class _Checker:
         stem = _STEMS.get(text)
         if stem is not None:
             return stem
-        close = difflib.get_close_matches(text.lower(), list(_STEMS), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        self.report(node, f"unknown stem '{text}'", f"{hint}valid stems: {valid}")
+        close = _close_match(text.lower(), tuple(_STEMS))
+        hint = f"did you mean '{close}'? " if close else ""
+        self.report(node, f"unknown stem '{_quote(text)}'", f"{hint}valid stems: {valid}")
         return _INVALID
 
     def name(self, node: Node) -> Any:
@@ -715,13 +915,13 @@ class _Checker:
         if not text.strip():
             self.report(node, "'name' must not be empty", hint)
         elif text in (".", "..") or text.startswith("."):
-            self.report(node, f"'name' cannot start with a dot: {text!r}", hint)
+            self.report(node, f"'name' cannot start with a dot: {_cut(text)!r}", hint)
         elif _BAD_NAME_CHARS.search(text):
-            self.report(node, f"'name' cannot be a folder name: {text!r}", hint)
+            self.report(node, f"'name' cannot be a folder name: {_cut(text)!r}", hint)
         elif len(text) > MAX_NAME_LENGTH:
             self.report(node, f"'name' is longer than {MAX_NAME_LENGTH} characters")
         elif text != text.strip():
-            self.report(node, f"'name' must not start or end with spaces: {text!r}")
+            self.report(node, f"'name' must not start or end with spaces: {_cut(text)!r}")
         else:
             return text
         return _INVALID
@@ -799,12 +999,12 @@ class _Checker:
             return node.value
         construct = _constructor.yaml_constructors.get(tag)
         if construct is None:
-            self.report(node, f"unsupported YAML tag {tag}", "remove the '!' tag")
+            self.report(node, f"unsupported YAML tag {_quote(tag)}", "remove the '!' tag")
             return _INVALID
         try:
             return construct(_constructor, node)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
-            self.report(node, f"cannot read value {node.value!r}: {exc}")
+            self.report(node, f"cannot read value {_cut(node.value)!r}: {_quote(str(exc))}")
             return _INVALID
 
     def string(self, node: Node, what: str, *, hint: str | None = None) -> str | None:
@@ -832,6 +1032,27 @@ def _unique(slug: str, draft: _Draft, taken: set[str]) -> str:
         f"{slug}-{variant}" if n == 1 else f"{slug}-{variant}-{n}" for n in range(1, 1_000_000)
     )
     return next(c for c in candidates if c.casefold() not in taken)
+
+
+def _cut(text: str) -> str:
+    """The text, cut short for a message if it is long."""
+    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
+
+
+def _quote(text: str) -> str:
+    """User text for a message: cut short, control characters (newlines too) escaped."""
+    text = _cut(text)
+    return text if text.isprintable() else _cut(repr(text)[1:-1])
+
+
+def _close_match(word: str, options: tuple[str, ...], cutoff: float = 0.6) -> str | None:
+    """The option most like ``word``, if one is close enough (``difflib``'s ratio)."""
+    # The ratio is at most 2*len(option) / (len(word) + len(option)): a word much longer than
+    # every option cannot pass the cutoff, and matching it would take time and memory.
+    if len(word) * cutoff > (2 - cutoff) * max(map(len, options)):
+        return None
+    close = difflib.get_close_matches(word, options, n=1, cutoff=cutoff)
+    return close[0] if close else None
 
 
 def _tag_of(node: Node) -> str:
