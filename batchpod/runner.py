@@ -174,7 +174,6 @@ class _Progress:
     in_window: bool = False  # holds a place in the pool's SubmitWindow
     sent_this_run: bool = False  # this run sent (or tried to send) its submit
     deadline: float = math.inf  # anyio clock: its submit plus --job-timeout
-    handed_off: bool = False  # its stems are being fetched by a task of their own
 
     def restore(self, record: JobRecord) -> None:
         """Take up where an earlier run left this job."""
@@ -274,6 +273,9 @@ class Pool:
         self._cancel: anyio.CancelScope | None = None
         self._background: TaskGroup | None = None  # the board, settlements
         self._stems: TaskGroup | None = None  # stem downloads of completed jobs
+        # Completed jobs waiting for their stems, at most one per worker: when downloading
+        # falls behind, workers wait here instead of piling up jobs whose time runs out.
+        self._handoffs = anyio.CapacityLimiter(options.concurrency)
         self.window = SubmitWindow(maximum=options.concurrency)
         self._downloads = anyio.CapacityLimiter(options.download_concurrency)
         self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
@@ -500,7 +502,14 @@ class Pool:
             # The job may still complete and be charged: keep its reservation held, and keep
             # its state as it is, so that a later run picks the AudioPod job up again.
             limit = _duration(self.options.job_timeout_s)
-            if progress.remote_id is not None:
+            if progress.state is JobState.COMPLETED:
+                message = (
+                    f"its stems were not all downloaded within {limit} of its submit; AudioPod "
+                    f"job {progress.remote_id} is done: a re-run downloads them"
+                )
+                record = ErrorRecord(type="JobTimeout", message=message)
+                self._finish(progress, JobStatus.EXPIRED, error=record)
+            elif progress.remote_id is not None:
                 message = (
                     f"not finished after {limit}; AudioPod job {progress.remote_id} may still "
                     "finish: a re-run picks it up without submitting again"
@@ -818,7 +827,7 @@ class Pool:
             return
         # The stems are fetched by a task of their own, so that this worker can submit its
         # next job at once: downloads overlap AudioPod's processing instead of adding to it.
-        progress.handed_off = True
+        await self._handoffs.acquire_on_behalf_of(index)
         self._stems.start_soon(self._stems_of, index, remote)
 
     async def _stems_of(self, index: int, remote: RemoteJob) -> None:
@@ -830,6 +839,7 @@ class Pool:
                 with anyio.fail_after(max(left, 0.0)):
                     await self._fetch_stems(job, progress, remote)
         finally:
+            self._handoffs.release_on_behalf_of(index)
             if progress.done:
                 self.reporter.job_finished(self._result(index))
 

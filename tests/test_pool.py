@@ -36,7 +36,9 @@ class MemoryApi:
         job_time_s: float = 0.03,
         list_fails: bool = False,
         submit_errors: list[Exception] | None = None,
+        download_s: float = 0.0,
     ) -> None:
+        self.download_s = download_s
         self.job_time_s = job_time_s
         self.list_fails = list_fails
         self.submit_errors = list(submit_errors or [])  # raised by the first submits, in turn
@@ -89,6 +91,7 @@ class MemoryApi:
 
     async def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> int:
         self.calls["download"] += 1
+        await anyio.sleep(self.download_s)
         await anyio.Path(dest).write_bytes(url.encode())
         return len(url)
 
@@ -208,3 +211,36 @@ async def test_a_429_that_is_not_retried_still_shrinks_the_window(tmp_path: Path
     results = await p.run()
     assert [r.status for r in results].count(JobStatus.FAILED) == 1
     assert p.window.throttles == 1 and p.window.decreases == 1
+
+
+@pytest.mark.anyio
+async def test_workers_move_on_while_stems_download_but_never_outrun_them(
+    tmp_path: Path,
+) -> None:
+    """A worker hands its completed job's stems to a download task and takes its next job,
+    so downloads overlap processing; when downloads fall behind, the workers wait rather than
+    pile up jobs whose time would run out in the queue."""
+    api = MemoryApi(job_time_s=0.1, download_s=0.05)
+    p = pool(api, 40, 4, tmp_path, download_concurrency=1, job_timeout_s=2.0)
+    start = anyio.current_time()
+    results = await p.run()
+    elapsed = anyio.current_time() - start
+    assert [r.status for r in results] == [JobStatus.SUCCEEDED] * 40, results[0].error
+    assert api.calls["download"] == 80
+    # 80 downloads of 0.05 s one at a time bound the run; processing hides behind them.
+    assert elapsed < 80 * 0.05 + 1.5
+    assert p._handoffs.borrowed_tokens == 0  # every hand-off was given back
+
+
+@pytest.mark.anyio
+async def test_downloads_overlap_the_next_jobs_processing(tmp_path: Path) -> None:
+    """One worker, jobs of 0.2 s and stems of 0.1 s: the run takes about the jobs' time, not
+    jobs plus downloads, because the worker submits its next job while stems download."""
+    api = MemoryApi(job_time_s=0.2, download_s=0.05)
+    p = pool(api, 8, 1, tmp_path, download_concurrency=2)
+    start = anyio.current_time()
+    results = await p.run()
+    elapsed = anyio.current_time() - start
+    assert [r.status for r in results] == [JobStatus.SUCCEEDED] * 8
+    # In series it would be 8 * (0.2 + 2 * 0.05) = 2.4 s at the least.
+    assert elapsed < 8 * 0.2 + 0.6
