@@ -281,7 +281,7 @@ async def test_a_hostile_api_fails_only_the_jobs_it_concerns(
         "wrongtypes": (JobStatus.FAILED, "InvalidResponse", "'id'"),
         "mars": (JobStatus.EXPIRED, "JobTimeout", "not finished after 2 s"),
         "runaway": (JobStatus.FAILED, "DownloadError", "more than the 1048576 bytes allowed"),
-        "endless": (JobStatus.EXPIRED, "JobTimeout", "not finished after 2 s"),
+        "endless": (JobStatus.EXPIRED, "JobTimeout", "not all downloaded within 2 s"),
     }
     for name, (status, kind, words) in expect.items():
         result = results[name]
