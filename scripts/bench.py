@@ -198,13 +198,8 @@ def bench_run(
         walls, cpus, rsses, requests = [], [], [], []
         for _ in range(repeat):
             with tempfile.TemporaryDirectory(prefix="batchpod-bench-") as tmp:
-                path = Path(tmp) / "jobs.yaml"
-                lines = [f"version: 1\nconcurrency: {concurrency}\njobs:"]
-                lines += [
-                    f"  - {{url: 'https://cdn.example.com/{i}.mp3?duration=60', mode: four}}"
-                    for i in range(jobs)
-                ]
-                path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                urls = [f"https://cdn.example.com/{i}.mp3?duration=60" for i in range(jobs)]
+                path = _url_manifest(Path(tmp), concurrency, urls)
                 sandbox.reset()
                 argv = ["run", str(path), "--quiet", "--base-url", sandbox.base_url]
                 if not download:
@@ -212,15 +207,10 @@ def bench_run(
                 wall, cpu, rss, rc = _timed(argv, env)
                 if rc != 0:
                     raise SystemExit(f"batchpod run exited {rc}")
-                api = {
-                    route: n
-                    for route, n in sandbox.stats()["requests"].items()
-                    if "/media/" not in route
-                }
                 walls.append(wall)
                 cpus.append(cpu)
                 rsses.append(rss)
-                requests.append(sum(api.values()))
+                requests.append(_api_requests(sandbox.stats()))
     finally:
         sandbox.close()
     ideal = math.ceil(jobs / concurrency) * job_time_s
@@ -259,13 +249,8 @@ def bench_requests(concurrencies: list[int], job_time: str) -> dict[str, object]
         for concurrency in concurrencies:
             jobs = max(50, 2 * concurrency)
             with tempfile.TemporaryDirectory(prefix="batchpod-bench-") as tmp:
-                path = Path(tmp) / "jobs.yaml"
-                lines = [f"version: 1\nconcurrency: {concurrency}\njobs:"]
-                lines += [
-                    f"  - {{url: 'https://cdn.example.com/c{concurrency}-{i}.mp3', mode: four}}"
-                    for i in range(jobs)
-                ]
-                path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                urls = [f"https://cdn.example.com/c{concurrency}-{i}.mp3" for i in range(jobs)]
+                path = _url_manifest(Path(tmp), concurrency, urls)
                 sandbox.reset()
                 argv = ["run", str(path), "--quiet", "--no-download"]
                 wall, cpu, _, rc = _timed([*argv, "--base-url", sandbox.base_url], env)
@@ -354,6 +339,15 @@ def _api_requests(stats: dict[str, Any]) -> int:
     return sum(n for route, n in stats["requests"].items() if "/media/" not in route)
 
 
+def _url_manifest(folder: Path, concurrency: int, urls: list[str]) -> Path:
+    """``folder/jobs.yaml``: one four-stem job per URL, run ``concurrency`` at a time."""
+    path = folder / "jobs.yaml"
+    lines = [f"version: 1\nconcurrency: {concurrency}\njobs:"]
+    lines += [f"  - {{url: '{url}', mode: four}}" for url in urls]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def _url_jobs(jobs: int) -> list[str]:
     """`jobs` one-minute song URLs, different on every call."""
     batch = next(_batches)
@@ -387,10 +381,7 @@ def _batchpod_run(
     The state file is batchpod's default (beside the manifest) unless `state_dir` is given.
     """
     with tempfile.TemporaryDirectory(prefix="batchpod-bench-", dir=disk_dir) as tmp:
-        path = Path(tmp) / "jobs.yaml"
-        lines = [f"version: 1\nconcurrency: {concurrency}\njobs:"]
-        lines += [f"  - {{url: '{url}', mode: four}}" for url in _url_jobs(jobs)]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        path = _url_manifest(Path(tmp), concurrency, _url_jobs(jobs))
         argv = ["run", str(path), "--quiet", "--base-url", sandbox.base_url]
         if state_dir is not None:
             argv += ["--state", str(state_dir / "jobs.batchpod.db")]
