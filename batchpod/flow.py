@@ -19,7 +19,8 @@ Two gates, both shared by every task of one run:
 Neither knows HTTP: the client paces itself, and the pool tells the window what AudioPod said.
 
 ``with_retries`` runs one idempotent request under a ``RetryPolicy``: the loop that the pool's
-polls, status reads and downloads and the run's pre-flight and closing reads share.
+polls, status reads and downloads and the run's pre-flight and closing reads share. Its pause,
+``pause_before_retry``, also serves the submit loop, which reconciles between attempts.
 """
 
 from __future__ import annotations
@@ -63,15 +64,31 @@ async def with_retries(
                 on_error(exc)
             if isinstance(exc, AuthenticationError | DownloadLinkExpired) or not is_transient(exc):
                 raise
-            delay = policy.delay_s(
-                attempts, retry_after_s=getattr(exc, "retry_after_s", None), rng=rng
-            )
-            elapsed = anyio.current_time() - started
-            if not policy.may_retry(attempts, elapsed_s=elapsed, next_delay_s=delay):
+            if not await pause_before_retry(
+                exc, attempts=attempts, started=started, policy=policy, rng=rng, on_retry=on_retry
+            ):
                 raise
-            if on_retry is not None:
-                on_retry(exc)
-            await anyio.sleep(delay)
+
+
+async def pause_before_retry(
+    exc: ApiError,
+    *,
+    attempts: int,
+    started: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+    on_retry: Callable[[ApiError], None] | None = None,
+) -> bool:
+    """After ``attempts`` attempts since ``started`` (anyio clock), the last failing with
+    ``exc``: sleep before the next one if ``policy`` allows it, and say whether it does."""
+    delay = policy.delay_s(attempts, retry_after_s=getattr(exc, "retry_after_s", None), rng=rng)
+    elapsed = anyio.current_time() - started
+    if not policy.may_retry(attempts, elapsed_s=elapsed, next_delay_s=delay):
+        return False
+    if on_retry is not None:
+        on_retry(exc)
+    await anyio.sleep(delay)
+    return True
 
 
 class Pacer:

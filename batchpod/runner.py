@@ -47,7 +47,7 @@ from batchpod.errors import (
     outcome_unknown,
 )
 from batchpod.estimate import estimate_cents
-from batchpod.flow import SubmitWindow, with_retries
+from batchpod.flow import SubmitWindow, pause_before_retry, with_retries
 from batchpod.journal import JobRecord, JobState
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.poller import StatusBoard
@@ -917,17 +917,14 @@ class Pool:
     ) -> bool:
         """Sleep before the next attempt if the policy allows one; say whether it does."""
         self._failed_once(exc)
-        policy = self.options.retry
-        delay = policy.delay_s(
-            attempts, retry_after_s=getattr(exc, "retry_after_s", None), rng=self.rng
+        return await pause_before_retry(
+            exc,
+            attempts=attempts,
+            started=started,
+            policy=self.options.retry,
+            rng=self.rng,
+            on_retry=functools.partial(self._retried, progress),
         )
-        if not policy.may_retry(
-            attempts, elapsed_s=anyio.current_time() - started, next_delay_s=delay
-        ):
-            return False
-        self._retried(progress, exc)
-        await anyio.sleep(delay)
-        return True
 
     # -- bookkeeping ------------------------------------------------------------------------
 
