@@ -12,6 +12,8 @@
 - ``sandbox_thread``: a ``SandboxThread`` with ``FAST`` settings, for synchronous callers such
   as ``batchpod.cli.main([...])`` or the official SDK; read counters with ``.stats()``.
 - ``http``: an ``aiohttp.ClientSession`` closed after the test.
+- ``clean_env``: no ``AUDIOPOD_*`` variable leaks in from the environment running the tests
+  (``pytestmark = pytest.mark.usefixtures("clean_env")`` in a module that wants it).
 - ``Quiet``: a Reporter that reports nothing.
 - ``write_manifest(folder, body, **top)``, ``run_cli(sb, path, *args)``, ``results_of(path)``:
   a manifest (with ``song.wav`` beside it), ``batchpod run`` against a ``SandboxThread`` with
@@ -56,6 +58,14 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move time forward by `seconds`."""
         self.now += seconds
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AudioPod variables leak in from the environment running the tests."""
+    for name in list(os.environ):
+        if name.startswith("AUDIOPOD_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture

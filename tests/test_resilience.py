@@ -7,7 +7,6 @@ sandbox's own counters are the witness for what was sent.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 import sqlite3
 import time
@@ -30,12 +29,7 @@ from batchpod.sandbox import SandboxSettings, SandboxThread
 STORM_REQUESTS_PER_JOB = 8
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AudioPod variables leak in from the environment running the tests."""
-    for name in list(os.environ):
-        if name.startswith("AUDIOPOD_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def api_requests(stats: dict[str, Any]) -> int:

@@ -27,13 +27,7 @@ from batchpod.journal import JobRecord, JobState, Journal, RunLock, file_sha256,
 from batchpod.manifest import load_manifest
 from batchpod.sandbox import SandboxSettings, SandboxThread
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AudioPod variables leak in from the environment running the tests."""
-    for name in list(os.environ):
-        if name.startswith("AUDIOPOD_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def results(path: Path) -> list[dict[str, Any]]:

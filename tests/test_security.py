@@ -41,12 +41,7 @@ from batchpod.sandbox import SandboxSettings, SandboxThread
 CANARY = "ap_live_CANARYcanary0123456789abcdef"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AudioPod variables leak in from the environment running the tests."""
-    for name in list(os.environ):
-        if name.startswith("AUDIOPOD_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 # -- the key -------------------------------------------------------------------------------
