@@ -7,11 +7,15 @@ the terminal.
 Validation never stops at the first mistake. The YAML is *composed* (parsed into nodes that
 remember their line and column) rather than loaded, so that every problem can be reported as
 ``FILE:LINE:COL: message``. libyaml's C parser is used when PyYAML was built with it; the
-pure-Python parser gives the same nodes and positions otherwise.
+pure-Python parser gives the same nodes and positions otherwise. The items of the ``jobs``
+list are checked one by one as they are composed, and only a small record of each is kept
+(``_Draft``): a node takes some 300 bytes, and a 100,000-job manifest has 800,000 of them.
+What a job takes from ``defaults`` is settled once the whole manifest is read, since
+``defaults`` may be written after ``jobs``.
 
 Hostile input is refused in bounded memory and time. A manifest may be at most
-``MAX_MANIFEST_BYTES`` long (checked from the file's size before it is read). Composing keeps
-every node alive (some 300 bytes each), so text longer than ``_COUNT_FIRST_CHARS`` is first
+``MAX_MANIFEST_BYTES`` long (checked from the file's size before it is read). Whatever is not
+a job is composed whole and kept, so text longer than ``_COUNT_FIRST_CHARS`` is first
 counted without composing it: libyaml counts its events in C, and only when that count passes
 ``MAX_YAML_NODES`` does a Python pass over the events (libyaml's, else the pure parser's) find
 which limit (``MAX_JOBS`` items in the top-level ``jobs`` list, or ``MAX_YAML_NODES`` nodes in
@@ -31,21 +35,23 @@ import re
 import string
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import yaml
-from yaml.composer import Composer
+from yaml.composer import Composer, ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.events import (
     CollectionEndEvent,
     CollectionStartEvent,
+    MappingEndEvent,
     MappingStartEvent,
     NodeEvent,
     ScalarEvent,
+    SequenceEndEvent,
     SequenceStartEvent,
 )
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -82,8 +88,8 @@ MAX_URL_LENGTH: Final = 8192
 MAX_MANIFEST_BYTES: Final = 32 * 1024 * 1024
 MAX_JOBS: Final = 200_000
 # Every key and value is a node: a job has at most 11 (its mapping, five keys and their values),
-# so MAX_JOBS of the largest jobs fit. Composing keeps every node (with the checker's own
-# records, some 500 bytes each), so this bounds the memory a manifest may take.
+# so MAX_JOBS of the largest jobs fit. Nodes outside the jobs are all kept (some 300 bytes
+# each), so this bounds the memory a manifest may take.
 MAX_YAML_NODES: Final = 2_500_000
 _SPLIT_HINT: Final = "split the catalogue into several manifests"
 # Text up to this long is composed straight away: it cannot hold more than ~500,000 nodes.
@@ -115,6 +121,10 @@ _STEMS: Final = {s.value: s for s in Stem}
 _VALID_MODES: Final = ", ".join(_MODES)
 _VALID_STEMS: Final = ", ".join(_STEMS)
 _SPACE: Final = re.compile(r"\s")
+# The common URL shape (lower-case scheme and host, no port, user or fragment), for which
+# `urlsplit` is sure to find: this scheme, this host, this path and this query. Checking a URL
+# of this shape with the pattern alone saves most of the time spent on a large manifest.
+_SIMPLE_URL: Final = re.compile(r"(https?)://([a-z0-9.-]+)(/[^?#\s]*)?(?:\?([^#\s]*))?")
 _NOT_SLUG: Final = re.compile(r"[^A-Za-z0-9]+")
 
 # Characters that no output folder name may contain on any common filesystem.
@@ -134,7 +144,126 @@ class _LazyResolver(BaseResolver):
         return tag
 
 
-class _PyLoader(Reader, Scanner, Parser, Composer, SafeConstructor, _LazyResolver):
+class _JobStreamComposer(Composer):
+    """PyYAML's composer, except that the top-level ``jobs`` list's items are handed on one by one.
+
+    Composing a whole 100,000-job manifest keeps some 800,000 nodes alive at once (about 300 MB).
+    Instead, each item of a ``jobs`` list in the root mapping goes to ``take_job`` as soon as it
+    is composed, and is not kept in the list: the checker validates it then and keeps only what
+    the job needs. Everything else (aliases, anchors, errors and their positions) is composed
+    exactly as PyYAML does. With no ``take_job`` set, it composes as PyYAML does.
+    """
+
+    take_job: Callable[[SequenceNode, Node], None] | None = None
+
+    if TYPE_CHECKING:  # the parser it is mixed with provides the events
+
+        def get_event(self) -> Any: ...
+        def peek_event(self) -> Any: ...
+        def check_event(self, *choices: type[Any]) -> bool: ...
+        def resolve(self, kind: type[Node], value: Any, implicit: Any) -> str: ...
+
+    def _node(self, parent: Node | None, index: Any) -> Node:
+        node: Node | None = self.compose_node(parent, index)
+        assert node is not None  # there is a next event: it composes to a node
+        return node
+
+    def compose_document(self) -> Node | None:
+        self.get_event()  # DOCUMENT-START
+        if self.take_job is not None and self.check_event(MappingStartEvent):
+            node: Node | None = self._compose_root_mapping(self.take_job)
+        else:
+            node = self._node(None, None)
+        self.get_event()  # DOCUMENT-END
+        self.anchors = {}
+        return node
+
+    def _compose_root_mapping(self, take_job: Callable[[SequenceNode, Node], None]) -> Node:
+        start = self.get_event()
+        node = MappingNode(
+            self._tag(MappingNode, start), [], start.start_mark, None, start.flow_style
+        )
+        if start.anchor is not None:  # the first anchor of the document: it cannot be a duplicate
+            self.anchors[start.anchor] = node
+        while not self.check_event(MappingEndEvent):
+            key = self._node(node, None)
+            value: Node
+            if (
+                isinstance(key, ScalarNode)
+                and key.value == "jobs"
+                and self.check_event(SequenceStartEvent)
+            ):
+                value = self._compose_jobs(take_job)
+            else:
+                value = self._node(node, key)
+            node.value.append((key, value))
+        node.end_mark = self.get_event().end_mark
+        return node
+
+    def _compose_jobs(self, take_job: Callable[[SequenceNode, Node], None]) -> SequenceNode:
+        start = self.get_event()
+        anchor = start.anchor
+        if anchor is not None and anchor in self.anchors:
+            raise ComposerError(
+                f"found duplicate anchor {anchor!r}; first occurrence",
+                self.anchors[anchor].start_mark,
+                "second occurrence",
+                start.start_mark,
+            )
+        node = SequenceNode(
+            self._tag(SequenceNode, start), [], start.start_mark, None, start.flow_style
+        )
+        if anchor is not None:
+            self.anchors[anchor] = node
+        index = 0
+        while not self.check_event(SequenceEndEvent):
+            take_job(node, self._job_node(node, index))
+            index += 1
+        node.end_mark = self.get_event().end_mark
+        return node
+
+    def _job_node(self, parent: Node, index: int) -> Node:
+        """`compose_node` for a job item, with a shortcut for the usual one.
+
+        The usual job is a mapping of plain keys and values with no anchors: this composes it
+        with half the calls (the same nodes), and leaves everything else to `compose_node`.
+        """
+        start: Any = self.peek_event()
+        if start.__class__ is not MappingStartEvent or start.anchor is not None:
+            return self._node(parent, index)
+        self.get_event()
+        tag, mark = self._tag(MappingNode, start), start.start_mark  # a mark of libyaml's type
+        node = MappingNode(tag, [], mark, None, start.flow_style)  # type: ignore[arg-type]
+        pairs = node.value
+        peek_event, plain = self.peek_event, self._anchorless_scalar
+        while (event := peek_event()).__class__ is not MappingEndEvent:
+            key: Node | None = (
+                plain(event) if event.__class__ is ScalarEvent and not event.anchor else None
+            )
+            key = key or self._node(node, None)
+            event = peek_event()
+            value = plain(event) if event.__class__ is ScalarEvent and not event.anchor else None
+            pairs.append((key, value or self._node(node, key)))
+        node.end_mark = self.get_event().end_mark
+        return node
+
+    def _anchorless_scalar(self, event: Any) -> ScalarNode:
+        """The scalar node of `event`, the next event (a scalar without an anchor)."""
+        self.get_event()
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(ScalarNode, event.value, event.implicit)
+        return ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+
+    def _tag(self, kind: type[Node], event: Any) -> str:
+        tag: str | None = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(kind, None, event.implicit)
+        assert tag is not None
+        return tag
+
+
+class _PyLoader(Reader, Scanner, Parser, _JobStreamComposer, SafeConstructor, _LazyResolver):
     """The pure-Python parser with lazy scalar typing."""
 
     def __init__(self, stream: str) -> None:
@@ -160,11 +289,12 @@ _CParser: Any = None
 try:
     from yaml.cyaml import CParser  # type: ignore[attr-defined]  # stubs omit the C parser
 
-    class _CLoader(CParser, SafeConstructor, _LazyResolver):
-        """libyaml's parser with lazy scalar typing."""
+    class _CLoader(_JobStreamComposer, CParser, SafeConstructor, _LazyResolver):
+        """libyaml's parser (in C) with our composer (so jobs stream) and lazy scalar typing."""
 
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
+            _JobStreamComposer.__init__(self)
             SafeConstructor.__init__(self)
             _LazyResolver.__init__(self)
 
@@ -268,7 +398,31 @@ def normalize_url(url: str) -> str:
     Scheme and host are lower-cased, a default port and the fragment are dropped; the path and
     query are kept as written (servers may treat their case as significant).
     """
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    simple = _SIMPLE_URL.fullmatch(url)
+    if simple is not None:
+        scheme, host, path, query = simple.groups()
+        return f"{scheme}://{host}{path or '/'}{'?' + query if query else ''}"
+    return _normalize_split(url)
+
+
+def _url_parts(url: str) -> tuple[str, str, str]:
+    """The URL's host (lower case), path and query."""
+    simple = _SIMPLE_URL.fullmatch(url)
+    if simple is not None:
+        return simple.group(2), simple.group(3) or "", simple.group(4) or ""
+    return _split_parts(url)
+
+
+def _split_parts(url: str) -> tuple[str, str, str]:
+    """`_url_parts` the long way, through `urlsplit`: for every shape of URL."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.path, parts.query
+
+
+def _normalize_split(url: str) -> str:
+    """`normalize_url` the long way, through `urlsplit`: for every shape of URL."""
+    parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     if ":" in host:  # an IPv6 literal keeps its brackets
@@ -332,15 +486,15 @@ def slug_for(source: Source) -> str:
         base = source.file.stem
     else:
         assert source.url is not None
-        parts = urlsplit(source.url)
-        video = parse_qs(parts.query).get("v") if "v=" in parts.query else None  # YouTube
-        segments = [s for s in parts.path.split("/") if s]
+        host, path, query = _url_parts(source.url)
+        video = parse_qs(query).get("v") if "v=" in query else None  # YouTube
+        segments = [s for s in path.split("/") if s]
         if video:
             base = video[0]
         elif segments:
             base = segments[-1].rsplit(".", 1)[0] or segments[-1]
         else:
-            base = parts.hostname or ""
+            base = host
     if not base.isascii():
         base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
     text = _NOT_SLUG.sub("-", base).strip("-").lower()
@@ -351,30 +505,48 @@ def slug_for(source: Source) -> str:
 # The checker
 
 
+# A place in the manifest for a message: (line, column), both from 1.
+_Position = tuple[int, int]
+
+
 @dataclass(slots=True)
 class _Draft:
-    """A job's fields as far as they validated; ``None`` where a field was missing or bad."""
+    """A job as far as it validated; ``None`` where a field was missing or bad.
 
-    node: Node
+    Jobs are checked in two steps. As its item is composed, a job's own fields are parsed into
+    ``own`` (the item's nodes are then dropped, so only this small record stays). Once the whole
+    manifest is read, ``settle`` merges them with 'defaults' (which may come after 'jobs').
+    """
+
+    at: _Position
     number: int
+    index: int = -1  # where the job's mapping starts in the text (-1: not a mapping)
+    keys: frozenset[str] = frozenset()  # the keys the job sets itself, valid or not
+    own: dict[str, Any] | None = None  # the job's own valid fields, until settled
+    stem_at: _Position | None = None
+    name_at: _Position | None = None
     source: Source | None = None
     source_key: str | None = None
     mode: Mode | None = None
     stem: Stem | None = None
     duration_s: float | None = None
     name: str | None = None
-    name_node: Node | None = None
     slug: str = ""
     ok: bool = True
+    reported: int = 0  # how many of its list's problems were found by the end of this job
 
 
 @dataclass(slots=True)
-class _Field:
-    """A parsed per-job field and the node it came from (for positions)."""
+class _Listed:
+    """The jobs of one 'jobs' list, checked as its items were composed."""
 
-    value: Any
-    node: Node
-    from_defaults: bool = False
+    drafts: list[_Draft] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    count: int = 0
+    # Where each job's mapping starts -> its number, to spot a job listed again through an
+    # alias; built only once an item starts no later than the one before (see `list_job`).
+    numbers: dict[int, int] | None = None
+    last: int = -1
 
 
 class _Checker:
@@ -387,6 +559,9 @@ class _Checker:
         # Keys present in 'defaults', valid or not: a job is not told it lacks a field whose
         # default was already reported as bad.
         self.default_keys: frozenset[str] = frozenset()
+        # The jobs of each 'jobs' list streamed while composing, by the list node's id.
+        self.listed: dict[int, _Listed] = {}
+        self.key_sets: dict[frozenset[str], frozenset[str]] = {}  # one copy of each key set
         self.parsers: dict[str, Callable[[Node], Any]] = {
             "url": self.url,
             "file": self.file,
@@ -399,9 +574,11 @@ class _Checker:
     # -- reporting --------------------------------------------------------------------------
 
     def report(self, node: Node | None, message: str, hint: str | None = None) -> None:
-        line, column = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (1, 1)
+        self.report_pos(_position(node) if node else (1, 1), message, hint)
+
+    def report_pos(self, at: _Position, message: str, hint: str | None = None) -> None:
         self.problems.append(
-            Problem(path=self.shown, line=line, column=column, message=message, hint=hint)
+            Problem(path=self.shown, line=at[0], column=at[1], message=message, hint=hint)
         )
 
     # -- top level --------------------------------------------------------------------------
@@ -530,8 +707,11 @@ class _Checker:
         )
 
     def compose(self, text: str, loader: type[Any]) -> Node | None:
+        parser = None
         try:
-            root: Node | None = yaml.compose(text, Loader=loader)  # our loaders are safe ones
+            parser = loader(text)  # the pure-Python reader checks the characters here
+            parser.take_job = self.take_job
+            root: Node | None = parser.get_single_node()  # our loaders are safe ones
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or exc.context or "invalid YAML"
@@ -571,6 +751,9 @@ class _Checker:
                 Problem(path=self.shown, line=1, column=1, message="YAML nested too deeply")
             )
             return None
+        finally:
+            if parser is not None:
+                parser.dispose()
         if root is None:
             self.problems.append(
                 Problem(
@@ -689,7 +872,7 @@ class _Checker:
             self.report(node, f"'{key}' must be in whole cents, got {_quote(node.value)}")
             return _INVALID
 
-    def defaults(self, node: Node | None) -> dict[str, _Field]:
+    def defaults(self, node: Node | None) -> dict[str, Any]:
         if node is None or _is_null(node):
             return {}
         if not isinstance(node, MappingNode):
@@ -699,52 +882,81 @@ class _Checker:
         self.default_keys = frozenset(raw)
         if "name" in raw:
             self.report(raw.pop("name"), "'name' cannot be a default", "every job's name differs")
-        return self.job_fields(raw, from_defaults=True)
+        return self.job_fields(raw)
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def jobs(self, node: Node | None, root: Node, defaults: dict[str, _Field]) -> list[_Draft]:
+    def jobs(self, node: Node | None, root: Node, defaults: dict[str, Any]) -> list[_Draft]:
         if node is None:
             self.report(root, "missing 'jobs'", "add a 'jobs:' list; see jobs.example.yaml")
             return []
         if not isinstance(node, SequenceNode):
             self.report(node, f"'jobs' must be a list of jobs, got {_describe(node)}")
             return []
-        if not node.value:
+        listed = self.listed.get(id(node))
+        if listed is None:  # not streamed: written elsewhere and named through an alias
+            listed = _Listed()
+            for item in node.value:
+                self.take_job(node, item, listed)
+        if not listed.count:
             self.report(node, "'jobs' is empty", "add at least one job")
             return []
         self.check_tag(node, _SEQ_TAG)
-        if len(node.value) > MAX_JOBS:  # aliases list many jobs in little text
+        if listed.count > MAX_JOBS:  # aliases list many jobs in little text
             self.too_many_jobs(node.start_mark)
             return []
-        drafts: list[_Draft] = []
+        done = 0
+        for draft in listed.drafts:  # each job's problems together, as written
+            self.problems += listed.problems[done : draft.reported]
+            done = draft.reported
+            self.settle(draft, defaults)
+        self.check_duplicates(listed.drafts)
+        return listed.drafts
+
+    def take_job(self, jobs: SequenceNode, item: Node, listed: _Listed | None = None) -> None:
+        """Check one item of a 'jobs' list as far as it can be without 'defaults'."""
+        if listed is None:
+            listed = self.listed.setdefault(id(jobs), _Listed())
+        listed.count += 1
+        if listed.count > MAX_JOBS:
+            return  # reported once the list is complete
+        # Its problems are kept with the list: they count only if this is the 'jobs' list
+        # used (a duplicate 'jobs' key is reported, not checked).
+        problems, self.problems = self.problems, listed.problems
+        try:
+            self.list_job(listed, item, listed.count)
+        finally:
+            self.problems = problems
+
+    def list_job(self, listed: _Listed, item: Node, number: int) -> None:
         # A job's mapping listed again (through an alias) can only repeat that job, and checking
         # it again would let a few aliases multiply the work. Mappings written in the list start
         # in increasing order, so only one that starts no later than the last can be a repeat:
-        # the map of mappings to job numbers is built (and kept) from the first such job on.
-        numbers: dict[int, int] | None = None
-        last = -1
-        for number, item in enumerate(node.value, 1):
-            if isinstance(item, MappingNode):
-                at = item.start_mark.index
-                if numbers is None and at <= last:
-                    numbers = {id(draft.node): draft.number for draft in drafts}
-                last = max(last, at)
-                first = numbers.setdefault(id(item), number) if numbers is not None else number
-                if first != number:
-                    self.report(
-                        item,
-                        f"job {number} is job {first} again (through a YAML alias)",
-                        "list each job once",
-                    )
-                    drafts.append(_Draft(node=item, number=number, ok=False))
-                    continue
-            drafts.append(self.job(item, number, defaults))
-        self.check_duplicates(drafts)
-        return drafts
+        # the map of starts to job numbers is built (and kept) from the first such job on.
+        if isinstance(item, MappingNode):
+            at = item.start_mark.index
+            if listed.numbers is None and at <= listed.last:
+                listed.numbers = {d.index: d.number for d in listed.drafts if d.index >= 0}
+            listed.last = max(listed.last, at)
+            numbers = listed.numbers
+            first = numbers.setdefault(at, number) if numbers is not None else number
+            if first != number:
+                self.report(
+                    item,
+                    f"job {number} is job {first} again (through a YAML alias)",
+                    "list each job once",
+                )
+                draft = _Draft(at=_position(item), number=number, ok=False)
+                draft.reported = len(listed.problems)
+                listed.drafts.append(draft)
+                return
+        draft = self.job(item, number)
+        draft.reported = len(listed.problems)
+        listed.drafts.append(draft)
 
-    def job(self, node: Node, number: int, defaults: dict[str, _Field]) -> _Draft:
-        draft = _Draft(node=node, number=number)
+    def job(self, node: Node, number: int) -> _Draft:
+        """A job's own fields, checked; what depends on 'defaults' waits for `settle`."""
+        draft = _Draft(at=_position(node), number=number)
         if not isinstance(node, MappingNode):
             self.report(
                 node, f"job {number} must be a mapping of job fields, got {_describe(node)}"
@@ -753,66 +965,86 @@ class _Checker:
             return draft
         before = len(self.problems)
         raw = self.mapping(node, JOB_KEYS, f"in job {number}")
-        given = raw.keys() | self.default_keys
-        own = self.job_fields(raw, from_defaults=False)
-        fields = dict(defaults)
-        if "url" in own or "file" in own:  # a job's own source replaces a default source
-            fields.pop("url", None)
-            fields.pop("file", None)
-        fields.update(own)
-
+        keys = frozenset(raw)
+        draft.index = node.start_mark.index
+        draft.keys = self.key_sets.setdefault(keys, keys)
+        draft.own = own = self.job_fields(raw)
+        if "stem" in own:
+            draft.stem_at = _position(raw["stem"])
+        if "name" in own:
+            draft.name_at = _position(raw["name"])
         if "url" in raw and "file" in raw:
             self.report(node, f"job {number} has both 'url' and 'file'", "keep exactly one")
+        draft.ok = len(self.problems) == before
+        return draft
+
+    def settle(self, draft: _Draft, defaults: dict[str, Any]) -> None:
+        """Merge a checked job's own fields with the defaults, and check what is missing."""
+        own = draft.own
+        if own is None:  # not a mapping, or a repeat: already reported
+            return
+        draft.own = None  # no longer needed: let it go as the jobs are settled
+        number = draft.number
+        before = len(self.problems)
+        given = draft.keys | self.default_keys
+        fields = own
+        if defaults:
+            fields = dict(defaults)
+            if "url" in own or "file" in own:  # a job's own source replaces a default source
+                fields.pop("url", None)
+                fields.pop("file", None)
+            fields.update(own)
+
+        if "url" in draft.keys and "file" in draft.keys:
+            pass  # reported by `job`
         elif "url" not in given and "file" not in given:
-            self.report(node, f"job {number} has neither 'url' nor 'file'", "add one of them")
+            self.report_pos(
+                draft.at, f"job {number} has neither 'url' nor 'file'", "add one of them"
+            )
         elif "url" in fields:
-            draft.source = Source(url=fields["url"].value)
-            draft.source_key = "url:" + normalize_url(fields["url"].value)
+            url = fields["url"]
+            draft.source = Source(url=url)
+            draft.source_key = "url:" + normalize_url(url)
         elif "file" in fields:
-            draft.source = Source(file=fields["file"].value)
-            draft.source_key = "file:" + os.path.normcase(str(fields["file"].value))
+            draft.source = Source(file=fields["file"])
+            draft.source_key = "file:" + os.path.normcase(str(fields["file"]))
 
-        mode_field = fields.get("mode")
-        if mode_field is not None:
-            draft.mode = mode_field.value
-        elif "mode" not in given:
+        draft.mode = fields.get("mode")
+        if draft.mode is None and "mode" not in given:
             valid = "|".join(m.value for m in Mode)
-            self.report(node, f"job {number} has no 'mode'", f"add 'mode: {valid}'")
+            self.report_pos(draft.at, f"job {number} has no 'mode'", f"add 'mode: {valid}'")
 
-        stem_field = fields.get("stem")
+        stem = fields.get("stem")
         if draft.mode is Mode.SINGLE:
-            if stem_field is not None:
-                draft.stem = stem_field.value
+            if stem is not None:
+                draft.stem = stem
             elif "stem" not in given:
                 valid = "|".join(s.value for s in Stem)
-                self.report(
-                    node, f"job {number} has mode 'single' but no 'stem'", f"add 'stem: {valid}'"
+                self.report_pos(
+                    draft.at,
+                    f"job {number} has mode 'single' but no 'stem'",
+                    f"add 'stem: {valid}'",
                 )
-        elif draft.mode is not None and stem_field is not None and not stem_field.from_defaults:
-            self.report(
-                stem_field.node,
+        elif draft.mode is not None and draft.stem_at is not None:  # the job's own stem
+            self.report_pos(
+                draft.stem_at,
                 f"'stem' only applies to mode 'single', not '{draft.mode.value}'",
                 "remove 'stem' or use 'mode: single'",
             )
 
-        if "duration" in fields:
-            draft.duration_s = fields["duration"].value
-        if "name" in fields:
-            draft.name = fields["name"].value
-            draft.name_node = fields["name"].node
-        elif draft.source is not None:
-            # Now, while the URL's split form is still in urllib's small cache.
+        draft.duration_s = fields.get("duration")
+        draft.name = fields.get("name")
+        if draft.name is None and draft.source is not None:
             draft.slug = slug_for(draft.source)
-        draft.ok = len(self.problems) == before
-        return draft
+        draft.ok = draft.ok and len(self.problems) == before
 
-    def job_fields(self, raw: dict[str, Node], *, from_defaults: bool) -> dict[str, _Field]:
+    def job_fields(self, raw: dict[str, Node]) -> dict[str, Any]:
         """Parse each present per-job field; bad ones are reported and left out."""
-        fields: dict[str, _Field] = {}
+        fields: dict[str, Any] = {}
         for key, node in raw.items():
             value = self.parsers[key](node)
             if value is not _INVALID:
-                fields[key] = _Field(value=value, node=node, from_defaults=from_defaults)
+                fields[key] = value
         return fields
 
     def url(self, node: Node) -> Any:
@@ -823,6 +1055,8 @@ class _Checker:
         if len(text) > MAX_URL_LENGTH:
             self.report(node, f"'url' is longer than {MAX_URL_LENGTH} characters")
             return _INVALID
+        if _SIMPLE_URL.fullmatch(text):  # http(s), a host: all that is checked below
+            return text
         parts = urlsplit(text) if not _SPACE.search(text) else None
         if parts is None:
             self.report(node, "'url' must not contain spaces", "percent-encode them as %20")
@@ -872,6 +1106,8 @@ class _Checker:
         return path
 
     def mode(self, node: Node) -> Any:
+        if node.tag in (_PLAIN, _STR_TAG) and node.value in _MODES:
+            return _MODES[node.value]  # no mode's name reads as anything but text in YAML
         valid = _VALID_MODES
         text = self.string(node, "'mode'", hint=f"valid modes: {valid}")
         if text is None:
@@ -948,20 +1184,20 @@ class _Checker:
                 work = (draft.source_key, draft.mode, draft.stem)
                 first = seen_work.setdefault(work, draft)
                 if first is not draft:
-                    self.report(
-                        draft.node,
+                    self.report_pos(
+                        draft.at,
                         f"job {draft.number} repeats job {first.number} "
-                        f"(line {first.node.start_mark.line + 1}): same source, mode and stem",
+                        f"(line {first.at[0]}): same source, mode and stem",
                         "remove one of them",
                     )
-            if draft.name is not None:
+            if draft.name is not None and draft.name_at is not None:
                 folded = draft.name.casefold()
                 first = seen_names.setdefault(folded, draft)
                 if first is not draft:
-                    self.report(
-                        draft.name_node,
+                    self.report_pos(
+                        draft.name_at,
                         f"job {draft.number} uses the name '{draft.name}' of job {first.number} "
-                        f"(line {first.node.start_mark.line + 1})",
+                        f"(line {first.at[0]})",
                         "names are output folders and must differ, ignoring case",
                     )
 
@@ -982,7 +1218,7 @@ class _Checker:
                     mode=draft.mode,
                     stem=draft.stem,
                     duration_s=draft.duration_s,
-                    line=draft.node.start_mark.line + 1,
+                    line=draft.at[0],
                 )
             )
         return tuple(jobs)
@@ -997,6 +1233,15 @@ class _Checker:
         tag = _tag_of(node)
         if tag == _STR_TAG:
             return node.value
+        value = node.value
+        if (
+            tag == _INT_TAG
+            and len(value) < 19
+            and value.isdigit()
+            and value.isascii()
+            and value[0] != "0"
+        ):
+            return int(value)  # a short decimal: what the constructor would give, sooner
         construct = _constructor.yaml_constructors.get(tag)
         if construct is None:
             self.report(node, f"unsupported YAML tag {_quote(tag)}", "remove the '!' tag")
@@ -1070,6 +1315,10 @@ def _tag_of(node: Node) -> str:
             node.tag = _resolver.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     tag: str = node.tag
     return tag
+
+
+def _position(node: Node) -> _Position:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def _is_null(node: Node) -> bool:

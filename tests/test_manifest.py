@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,26 +109,38 @@ def test_every_field_is_read(tmp_path: Path, song: Path) -> None:
     )
 
 
-def test_defaults_apply_and_job_values_win(tmp_path: Path, song: Path) -> None:
-    """defaults fill missing fields; a job's own value, including its source, wins."""
-    path = write(
-        tmp_path,
-        """
-        version: 1
-        defaults:
-          mode: single
-          stem: vocals
-          duration: 100
-          url: https://example.com/default.mp3
-        jobs:
-          - name: a
-          - file: song.wav
-            stem: bass
-          - url: https://example.com/other.mp3
-            mode: four
-        """,
+_DEFAULTS = """\
+defaults:
+  mode: single
+  stem: vocals
+  duration: 100
+  url: https://example.com/default.mp3
+"""
+_JOBS = """\
+jobs:
+  - name: a
+  - file: song.wav
+    stem: bass
+  - url: https://example.com/other.mp3
+    mode: four
+"""
+
+
+@pytest.mark.parametrize("defaults_first", [True, False], ids=["defaults-first", "defaults-last"])
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda loader: loader.__name__)
+def test_defaults_apply_and_job_values_win(
+    tmp_path: Path, song: Path, loader: type[Any], defaults_first: bool
+) -> None:
+    """defaults fill missing fields; a job's own value, including its source, wins.
+
+    Jobs are checked as they are read, so 'defaults' written below 'jobs' is the harder case.
+    """
+    parts = (_DEFAULTS, _JOBS) if defaults_first else (_JOBS, _DEFAULTS)
+    manifest, problems = check_manifest(
+        write(tmp_path, "version: 1\n" + "".join(parts)), loader=loader
     )
-    a, b, c = load_manifest(path).jobs
+    assert problems == [] and manifest is not None
+    a, b, c = manifest.jobs
     assert (a.source.url, a.mode, a.stem, a.duration_s) == (
         "https://example.com/default.mp3",
         Mode.SINGLE,
@@ -137,6 +150,18 @@ def test_defaults_apply_and_job_values_win(tmp_path: Path, song: Path) -> None:
     assert (b.source.file, b.stem) == (song, Stem.BASS)
     # A stem inherited from defaults does not apply to a non-single job.
     assert (c.source.url, c.mode, c.stem) == ("https://example.com/other.mp3", Mode.FOUR, None)
+
+
+@pytest.mark.parametrize("loader", LOADERS, ids=lambda loader: loader.__name__)
+def test_a_jobs_own_stem_outside_single_is_reported_with_defaults_written_last(
+    tmp_path: Path, song: Path, loader: type[Any]
+) -> None:
+    """The job's own 'stem' is found while reading it, and reported where it was written."""
+    text = _JOBS + "    stem: drums\nversion: 1\n" + _DEFAULTS
+    _, problems = check_manifest(write(tmp_path, text), loader=loader)
+    assert [(p.line, p.column, p.message) for p in problems] == [
+        (7, 11, "'stem' only applies to mode 'single', not 'four'")
+    ]
 
 
 def test_default_names_are_readable_and_unique(tmp_path: Path, song: Path) -> None:

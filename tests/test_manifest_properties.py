@@ -8,13 +8,24 @@ import string
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchpod.errors import Problem
-from batchpod.manifest import LOADERS, dump_manifest, load_manifest, parse_manifest
+from batchpod.manifest import (
+    _SIMPLE_URL,
+    LOADERS,
+    _normalize_split,
+    _split_parts,
+    _url_parts,
+    dump_manifest,
+    load_manifest,
+    normalize_url,
+    parse_manifest,
+)
 from batchpod.models import Mode, Stem
 
 # A fixed folder of source files shared by every example (hypothesis forbids function fixtures).
@@ -168,3 +179,32 @@ def test_random_yaml_never_raises(value: Any) -> None:
 def test_random_text_never_raises(text: str) -> None:
     """Arbitrary text, mostly broken YAML, gives problems, never an exception."""
     _check_never_raises(text)
+
+
+_url_char = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+_any_url = st.builds(
+    lambda scheme, host, port, path, query, fragment: (
+        f"{scheme}://{host}{port}{path}{query}{fragment}"
+    ),
+    st.sampled_from(["http", "https", "http", "https", "HTTP", "Https", "ftp"]),
+    st.one_of(
+        st.from_regex(r"[a-z0-9.-]{1,12}", fullmatch=True),
+        st.text(string.ascii_letters + string.digits + ".-_@:[]", max_size=12),
+    ),
+    st.sampled_from(["", "", "", "", ":80", ":443", ":8080", ":x"]),
+    st.one_of(st.just(""), st.text(_url_char, max_size=12).map(lambda p: "/" + p)),
+    st.one_of(st.just(""), st.text(_url_char, max_size=10).map(lambda q: "?" + q)),
+    st.sampled_from(["", "#", "#frag"]),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_any_url)
+def test_the_common_url_shortcut_agrees_with_urlsplit(url: str) -> None:
+    """URLs of the common shape skip `urlsplit`; for them it gives the same answers."""
+    if not _SIMPLE_URL.fullmatch(url):
+        return  # the long way is the only way for this one
+    assert normalize_url(url) == _normalize_split(url)
+    assert _url_parts(url) == _split_parts(url)
+    parts = urlsplit(url)  # what `url()` checks the long way: scheme, host and port
+    assert parts.scheme in ("http", "https") and parts.hostname and parts.port is None
