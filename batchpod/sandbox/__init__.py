@@ -1,9 +1,9 @@
 """The sandbox: a local AudioPod API for trying batchpod, for its tests and for benchmarks.
 
-It owns an independent implementation of the stem-extraction and API-wallet wire contract in
-../shared/audiopod-api.md, served at the root of an aiohttp application, with knobs for the
-real service's failures. It imports nothing from the rest of batchpod, so a mistake in the
-client's models cannot be copied into the fake and hide.
+It owns an independent implementation of the stem-extraction, API-wallet and API-key wire
+contract in ../shared/audiopod-api.md, served at the root of an aiohttp application, with knobs
+for the real service's failures. It imports nothing from the rest of batchpod, so a mistake in
+the client's models cannot be copied into the fake and hide.
 
 Public API::
 
@@ -16,7 +16,8 @@ Public API::
 Endpoints: ``POST /api/v1/stem-extraction/api/extract``, ``GET .../status/{id}``,
 ``GET .../jobs``, ``DELETE .../jobs/{id}``, ``GET .../modes``; ``GET /api/v1/api-wallet/balance``,
 ``POST .../estimate`` (no auth), ``POST .../check-balance``, ``GET .../usage``,
-``GET .../pricing`` (no auth); ``GET /health``; presigned stems under ``/media/``; and, served
+``GET .../pricing`` (no auth); ``POST /api/v1/auth/api-keys``, ``GET .../api-keys[?status=]``,
+``DELETE .../api-keys/{id}``; ``GET /health``; presigned stems under ``/media/``; and, served
 only by the sandbox to loopback clients, ``GET /_sandbox/stats`` and ``POST /_sandbox/reset``.
 
 How it differs from the real service:
@@ -35,6 +36,20 @@ How it differs from the real service:
   The reservation leaves `balance_cents` at submit; `total_spent_cents` grows only when a job
   completes and its charge is kept; the usage row is written then. Deleting an unfinished job
   refunds it (undocumented upstream).
+- Users and keys: each configured key (`api_key`, every `extra_keys` entry) is its own user
+  with its own wallet. A key created through ``POST /auth/api-keys`` belongs to the creating
+  key's user: it shares the plan, wallet, jobs and usage log (whose ``api_key_id`` names the key
+  that ran the job) and works at once. A revoked key, or one whose ``expires_at`` the clock has
+  reached, answers 403 on every authenticated call. ``last_used_at`` moves on every call a key
+  authenticates. Scopes are stored and shown, never enforced. The key list lists configured
+  keys as ``"default"``, created when the sandbox started.
+- Inferred for API keys: create answers 200 (not 201); the value is ``ap_`` + 32 hex digits;
+  the list is ``{"api_keys": [...]}`` with ``id, name, scopes, status, created_at,
+  last_used_at, expires_at, revoked_at`` (``status`` inferred, the two timestamps from older
+  docs) and never the value or a prefix of it; ``?status=`` takes active/revoked/expired;
+  revoke answers 200 ``{"id", "message", "revoked_at"}`` and again the same on a second call;
+  an unknown id or another user's is 404 ``API key not found``; ``name`` is trimmed, 1-100
+  characters; ``expires_in_days`` is 1-3650 or null.
 - Inferred where the contract is silent: plan gating and revoked/expired keys answer 403 with a
   `detail` naming the cause; 422 bodies are FastAPI/pydantic-style lists; an input longer than
   the plan allows is a 400; the `single` remainder stem is `no_<stem>`; the `studio` and
@@ -42,7 +57,7 @@ How it differs from the real service:
 - Sparse modes (producer/studio/mastering) omit some optional instruments per job, as the
   real "up to N" modes do; `sparse_stems=False` returns every name.
 - Not implemented: the catalog, packages/available, extract/advanced, the legacy extract
-  endpoint, top-ups, API-key management, webhooks and JWT sessions.
+  endpoint, top-ups, ``/auth/me``, webhooks and JWT sessions.
 
 ``stats()`` / ``GET /_sandbox/stats`` returns::
 
@@ -52,9 +67,11 @@ How it differs from the real service:
      "jobs": {"created": n, "stored": n, "active": n, "peak_active": n},
      "active_by_key": {key: n}, "peak_active_by_key": {key: n},
      "wallets": {key: {"plan", "initial_cents", "balance_cents", "reserved_cents", "spent_cents"}},
+                                         # keys of one user show that user's one wallet
      "wallet_events": [{"kind": "reserve"|"charge"|"refund", "api_key", "job_id", "cents", "at"}],
      "downloads": {"requests", "served", "bytes", "denied", "with_credentials"},
-     "injected": {"429": n, "500": n, "502": n, "503": n, "rate_limited": n, "lost_submit": n}}
+     "injected": {"429": n, "500": n, "502": n, "503": n, "rate_limited": n, "lost_submit": n},
+     "api_keys": {"created": n, "revoked": n}}                            # through the API
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import asyncio
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -28,10 +28,11 @@ from ._contract import (
     usd,
 )
 from ._form import read_submit_form, validated_submit
+from ._keys import parse_new_key, render_created, render_key, render_revoked
 from ._records import STATUSES, Account, ApiError, detail
-from ._settings import SandboxSettings
+from ._settings import KEY_STATUSES, SandboxSettings
 from ._state import SandboxState
-from ._validation import int_param, invalid, missing, not_one_of, value_error
+from ._validation import int_param, invalid, missing, missing_body, not_one_of, value_error
 
 STATE: Final = web.AppKey("batchpod_sandbox_state", SandboxState)
 
@@ -39,6 +40,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STEMS: Final = "/api/v1/stem-extraction"
 WALLET: Final = "/api/v1/api-wallet"
+AUTH: Final = "/api/v1/auth"
 
 # What a load balancer in front of the real service sends for an injected 5xx: not JSON.
 _PROXY_BODIES: Final[Mapping[int, tuple[str, str]]] = {
@@ -75,6 +77,9 @@ def make_app(
     r.add_post(f"{WALLET}/check-balance", _check_balance)
     r.add_get(f"{WALLET}/usage", _usage)
     r.add_get(f"{WALLET}/pricing", _pricing)
+    r.add_post(f"{AUTH}/api-keys", _create_key)
+    r.add_get(f"{AUTH}/api-keys", _list_keys)
+    r.add_delete(f"{AUTH}/api-keys/{{key_id}}", _revoke_key)
     r.add_get("/health", _health)
     r.add_get("/media/stems/{job_id}/{filename}", _download)
     r.add_get("/_sandbox/stats", _admin_stats)
@@ -154,6 +159,22 @@ def _job_id(request: web.Request) -> int:
     return int_param(
         "path", "job_id", request.match_info["job_id"], default=0, lo=-(2**63), hi=2**63 - 1
     )
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body, or the 422 FastAPI gives for a model body."""
+    raw = await request.read()
+    if not raw.strip():
+        raise invalid(missing_body())
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise invalid(
+            {"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error", "input": None}
+        ) from None
+    if not isinstance(body, dict):
+        raise invalid(value_error(["body"], "expected a JSON object", body))
+    return body
 
 
 def _media_base(request: web.Request) -> str:
@@ -254,14 +275,7 @@ async def _balance(request: web.Request) -> web.StreamResponse:
 
 async def _estimate_body(request: web.Request) -> tuple[str, float]:
     """service_type and duration_seconds of an estimate or check-balance JSON body."""
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise invalid(
-            {"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error", "input": None}
-        ) from None
-    if not isinstance(body, dict):
-        raise invalid(value_error(["body"], "expected a JSON object", body))
+    body = await _json_object(request)
     errors = []
     service = body.get("service_type")
     duration = body.get("duration_seconds")
@@ -346,6 +360,40 @@ async def _pricing(request: web.Request) -> web.StreamResponse:
 
 async def _health(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "healthy"})
+
+
+# -- API-key management -------------------------------------------------------------------
+# Authenticated by any working key of the user (or a JWT on the real service, which the sandbox
+# does not have). Scopes are stored and shown but, as on the REST API as far as documented,
+# not enforced: a "stems:separate" key may manage keys too.
+
+
+async def _create_key(request: web.Request) -> web.StreamResponse:
+    state, account, now = _account_and_now(request)  # 401/403 come before any 422, as in FastAPI
+    new = parse_new_key(await _json_object(request))
+    key, value = state.create_key(account, new, now=now)
+    # [INFERRED] 200: FastAPI's default, and the current docs show no code (a deleted 2025 page
+    # tested for 201, but its other bodies are known wrong, §14 #13).
+    return web.json_response(render_created(key, value))
+
+
+async def _list_keys(request: web.Request) -> web.StreamResponse:
+    state, account, now = _account_and_now(request)
+    status = request.query.get("status")
+    if status is not None and status not in KEY_STATUSES:
+        raise invalid(not_one_of("query", "status", status, KEY_STATUSES))
+    keys = state.list_keys(account, status=status, now=now)
+    # [INFERRED from DOCS-HIST] wrapped as {"api_keys": [...]}: the one AudioPod example of
+    # this call reads `response.json()["api_keys"]` (the jobs list, by contrast, is a bare array).
+    return web.json_response({"api_keys": [render_key(k, now) for k in keys]})
+
+
+async def _revoke_key(request: web.Request) -> web.StreamResponse:
+    state, account, now = _account_and_now(request)
+    # Any string is looked up: an id that is not a UUID is simply not found (404), as with a
+    # `key_id: str` path parameter.
+    key = state.revoke_key(account, request.match_info["key_id"], now=now)
+    return web.json_response(render_revoked(key))
 
 
 # -- presigned downloads ------------------------------------------------------------------

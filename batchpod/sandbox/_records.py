@@ -1,7 +1,9 @@
-"""The sandbox's records: jobs, usage rows, accounts, and the error type its handlers raise.
+"""The sandbox's records: jobs, usage rows, users and their keys, and the error type its
+handlers raise.
 
 Plain slotted classes, cheap enough to keep 100,000 jobs in memory. A job's status is derived
-from the clock and its `settled` flag rather than stored. Imports nothing from batchpod.
+from the clock and its `settled` flag rather than stored, and so is a key's. Imports nothing
+from batchpod.
 """
 
 from __future__ import annotations
@@ -162,13 +164,16 @@ class Job:
 
 
 class UsageRow:
-    """One usage-log line: a charge that was kept."""
+    """One usage-log line: a charge that was kept, and the id of the key that ran the job."""
 
-    __slots__ = ("at", "cents", "duration_s", "job_id", "row_seed")
+    __slots__ = ("at", "cents", "duration_s", "job_id", "key_id", "row_seed")
 
-    def __init__(self, *, row_seed: int, job_id: int, duration_s: float, cents: int, at: float):
+    def __init__(
+        self, *, row_seed: int, job_id: int, key_id: str, duration_s: float, cents: int, at: float
+    ):
         self.row_seed = row_seed  # the row's UUID, built only when the log is read
         self.job_id = job_id
+        self.key_id = key_id
         self.duration_s = duration_s
         self.cents = cents
         self.at = at
@@ -179,32 +184,102 @@ class UsageRow:
         return str(uuid.UUID(int=self.row_seed, version=4))
 
 
+KEY_ACTIVE: Final = "active"
+KEY_REVOKED: Final = "revoked"
+KEY_EXPIRED: Final = "expired"
+
+
+class User:
+    """One AudioPod user: the plan, wallet, jobs and usage log that all of its API keys share.
+
+    The real service bills a user, not a key: a key created with another key spends from the
+    same wallet and sees the same jobs (§8; the docs' "one user with several keys").
+    """
+
+    __slots__ = ("jobs", "keys", "plan", "usage", "wallet")
+
+    def __init__(self, *, plan: str, balance_cents: int) -> None:
+        self.plan = plan
+        self.wallet = Wallet(initial_cents=balance_cents)
+        self.jobs: dict[int, Job] = {}  # insertion order = submit order
+        self.usage: list[UsageRow] = []
+        self.keys: list[Account] = []  # creation order
+
+
 class Account:
-    """An API key with its plan, wallet, jobs (in submit order) and rate-limit bucket."""
+    """One API key as a caller: its identity, lifetime and rate-limit bucket, and the `User`
+    whose plan, wallet, jobs and usage log it shares with that user's other keys.
+
+    `active`/`peak_active` count the jobs this key submitted that have not finished.
+    """
 
     __slots__ = (
         "active",
-        "jobs",
+        "created",
+        "expires_at",
         "key",
         "key_id",
+        "last_used",
+        "name",
         "peak_active",
-        "plan",
-        "status",
+        "revoked_at",
+        "scopes",
         "tokens",
         "tokens_at",
-        "usage",
-        "wallet",
+        "user",
     )
 
-    def __init__(self, *, key: str, plan: str, status: str, balance_cents: int, key_id: str):
+    def __init__(
+        self,
+        *,
+        key: str,
+        key_id: str,
+        user: User,
+        name: str,
+        scopes: tuple[str, ...],
+        created: float,
+        expires_at: float | None = None,
+        revoked_at: float | None = None,
+    ) -> None:
         self.key = key
-        self.plan = plan
-        self.status = status
-        self.wallet = Wallet(initial_cents=balance_cents)
         self.key_id = key_id
-        self.jobs: dict[int, Job] = {}  # insertion order = submit order
-        self.usage: list[UsageRow] = []
+        self.user = user
+        self.name = name
+        self.scopes = scopes
+        self.created = created
+        self.expires_at = expires_at  # the first instant the key no longer works
+        self.revoked_at = revoked_at
+        self.last_used: float | None = None
         self.active = 0
         self.peak_active = 0
         self.tokens = 0.0
         self.tokens_at = -math.inf
+        user.keys.append(self)
+
+    def status(self, now: float) -> str:
+        """ "active", "revoked" or "expired" at `now`; a revoked key stays revoked."""
+        if self.revoked_at is not None:
+            return KEY_REVOKED
+        if self.expires_at is not None and now >= self.expires_at:
+            return KEY_EXPIRED
+        return KEY_ACTIVE
+
+    @property
+    def plan(self) -> str:
+        """The user's plan."""
+        return self.user.plan
+
+    @property
+    def wallet(self) -> Wallet:
+        """The user's wallet, shared by all of the user's keys."""
+        return self.user.wallet
+
+    @property
+    def jobs(self) -> dict[int, Job]:
+        """The user's jobs, whichever key submitted them, in submit order."""
+        return self.user.jobs
+
+    @property
+    def usage(self) -> list[UsageRow]:
+        """The user's usage log."""
+        return self.user.usage

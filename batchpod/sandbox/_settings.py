@@ -37,7 +37,8 @@ def _check_cents(name: str, value: int) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeySpec:
-    """An extra API key: its plan, starting wallet, and whether it still works."""
+    """An extra API key, and the user it alone belongs to: plan, starting wallet, and whether
+    the key still works."""
 
     plan: str = "pro"
     balance_cents: int = 10_000

@@ -1,10 +1,14 @@
-"""The sandbox's memory: keys, wallets, jobs and counters, with no HTTP in it.
+"""The sandbox's memory: users, their keys, wallets, jobs and counters, with no HTTP in it.
 
 Job states are computed lazily from the clock: a job stores when it was submitted, when it
 leaves PENDING and when it finishes (and whether it fails, decided at submit by a seeded RNG).
 No task runs per job. Each request first calls `settle(now)`, which pops every job that has
 come due from a heap and charges or refunds it, so wallets and the usage log are exact at every
 request and the cost per request is O(log n) whatever the number of jobs.
+
+Each configured key (`api_key` and every `extra_keys` entry) is its own `User` with its own
+wallet. A key created through `POST /auth/api-keys` joins the creating key's user, so it spends
+from the same wallet and sees the same jobs and usage log.
 
 Errors meant for the wire are raised as `ApiError` (status, JSON body, headers); the app turns
 them into responses. Imports nothing from batchpod.
@@ -35,11 +39,14 @@ from ._contract import (
     duration_ms,
     usd,
 )
+from ._keys import SECONDS_PER_DAY, NewKey, not_found
 from ._records import (
     COMPLETED,
     FAILED,
     FAILURE_MESSAGES,
     FIRST_JOB_ID,
+    KEY_EXPIRED,
+    KEY_REVOKED,
     MEDIA_PREFIX,
     NOT_FOUND_DETAIL,
     PENDING_SHARE,
@@ -49,6 +56,7 @@ from ._records import (
     ApiError,
     Job,
     UsageRow,
+    User,
     detail,
     iso,
 )
@@ -69,15 +77,24 @@ class SandboxState:
         self._job_rng = random.Random(f"{seed}:jobs")
         self._fault_rng = random.Random(f"{seed}:faults")
         self._id_rng = random.Random(f"{seed}:ids")
+        # Its own stream, so creating a key does not shift any job's or usage row's draws.
+        self._key_rng = random.Random(f"{seed}:keys")
         self._secret = hashlib.sha256(f"batchpod-sandbox:{seed}".encode()).digest()
+        # Every key by its value, whichever user it belongs to.
         self.accounts: dict[str, Account] = {}
+        started = self.clock()
         for key, spec in settings.all_keys().items():
+            # A configured "revoked" key was revoked, and an "expired" one expired, the moment
+            # the sandbox started; the key list shows them so.
             self.accounts[key] = Account(
                 key=key,
-                plan=spec.plan,
-                status=spec.status,
-                balance_cents=spec.balance_cents,
                 key_id=self._uuid(),
+                user=User(plan=spec.plan, balance_cents=spec.balance_cents),
+                name="default",
+                scopes=("*",),
+                created=started,
+                expires_at=started if spec.status == KEY_EXPIRED else None,
+                revoked_at=started if spec.status == KEY_REVOKED else None,
             )
         self.jobs: dict[int, Job] = {}
         self._due: list[tuple[float, int]] = []
@@ -94,6 +111,7 @@ class SandboxState:
         self.submissions: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self.downloads: Counter[str] = Counter()
+        self.key_changes: Counter[str] = Counter()  # "created" / "revoked" through the API
         self.events: list[tuple[str, str, int, int, float]] = []
         for account in self.accounts.values():
             account.peak_active = account.active
@@ -162,14 +180,61 @@ class SandboxState:
         account = self.accounts.get(key)
         if account is None:
             # A Bearer value that is not an `ap_` key would be a JWT on the real service; the
-            # sandbox has no users, so both are simply invalid.
+            # sandbox has no sessions, so both are simply invalid.
             raise detail(401, "Invalid API key", {"WWW-Authenticate": "Bearer"})
-        if account.status == "revoked":
+        status = account.status(now)
+        if status == KEY_REVOKED:
             raise detail(403, "API key has been revoked")
-        if account.status == "expired":
+        if status == KEY_EXPIRED:
             raise detail(403, "API key has expired")
+        account.last_used = now  # set before the rate limit: a throttled call still used the key
         self._take_token(account, now)
         return account
+
+    # -- key management -------------------------------------------------------------------
+
+    def create_key(self, account: Account, new: NewKey, *, now: float) -> tuple[Account, str]:
+        """A new key of `account`'s user, working at once; returns it and its value.
+
+        [INFERRED] The value is `ap_` and 32 hex digits: the docs only show `ap_xxx…`, and the
+        SDK insists on the prefix. Drawn from the seeded RNG, so a run repeats.
+        """
+        rng = self._key_rng
+        key = f"ap_{rng.getrandbits(128):032x}"
+        while key in self.accounts:  # cannot really happen; a configured key might match
+            key = f"ap_{rng.getrandbits(128):032x}"
+        days = new.expires_in_days
+        created = Account(
+            key=key,
+            key_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            user=account.user,
+            name=new.name,
+            scopes=new.scopes,
+            created=now,
+            expires_at=None if days is None else now + days * SECONDS_PER_DAY,
+        )
+        self.accounts[key] = created
+        self.key_changes["created"] += 1
+        return created, key
+
+    def list_keys(self, account: Account, *, status: str | None, now: float) -> list[Account]:
+        """The keys of `account`'s user, newest first; `status` filters (older docs)."""
+        keys = reversed(account.user.keys)
+        return [k for k in keys if status is None or k.status(now) == status]
+
+    def revoke_key(self, account: Account, key_id: str, *, now: float) -> Account:
+        """Revoke one of the user's keys (the caller's own included); 404 for any other id.
+
+        Revoking is a soft delete: the key stays listed with `revoked_at`. Revoking it again
+        changes nothing.
+        """
+        for key in account.user.keys:
+            if key.key_id == key_id:
+                if key.revoked_at is None:
+                    key.revoked_at = now
+                    self.key_changes["revoked"] += 1
+                return key
+        raise not_found()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -199,6 +264,7 @@ class SandboxState:
             UsageRow(
                 row_seed=self._id_rng.getrandbits(128),
                 job_id=job.id,
+                key_id=account.key_id,
                 duration_s=job.duration_s,
                 cents=cents,
                 at=job.due,
@@ -298,7 +364,7 @@ class SandboxState:
         return job
 
     def job_for(self, account: Account, job_id: int) -> Job:
-        """The account's job, or the documented 404 (also for another key's job)."""
+        """The user's job, or the documented 404 (also for another user's job)."""
         job = account.jobs.get(job_id)
         if job is None:
             raise detail(404, NOT_FOUND_DETAIL)
@@ -307,7 +373,8 @@ class SandboxState:
     def list_jobs(
         self, account: Account, *, skip: int, limit: int, status: str | None, now: float
     ) -> list[Job]:
-        """The account's jobs, newest first; `status` filters (SDK 2.1 sent it)."""
+        """The user's jobs (from any of its keys), newest first; `status` filters (SDK 2.1
+        sent it)."""
         newest_first: Iterator[Job] = reversed(account.jobs.values())
         if status is not None:
             newest_first = (j for j in newest_first if j.status(now) == status)
@@ -322,15 +389,15 @@ class SandboxState:
         job = self.job_for(account, job_id)
         if not job.settled:
             job.settled = True
-            account.active -= 1
+            job.account.active -= 1  # the key that submitted it, maybe not the caller
             self._active_total -= 1
             cents = account.wallet.refund(job.id)
-            self.events.append(("refund", account.key, job.id, cents, now))
+            self.events.append(("refund", job.account.key, job.id, cents, now))
         del account.jobs[job_id]
         del self.jobs[job_id]
 
     def top_up(self, key: str, cents: int) -> None:
-        """Add ``cents`` to ``key``'s wallet (tests: a top-up between two runs)."""
+        """Add ``cents`` to the wallet ``key`` spends from (tests: a top-up between runs)."""
         self.accounts[key].wallet.top_up(cents)
 
     # -- rendering ------------------------------------------------------------------------
@@ -432,7 +499,7 @@ class SandboxState:
                 "amount_cents": r.cents,
                 "amount_usd": usd(r.cents),
                 "job_id": str(r.job_id),  # a string here, an int on the job (§6.4)
-                "api_key_id": account.key_id,
+                "api_key_id": r.key_id,  # the key that ran the job
                 "created_at": iso(r.at),
             }
             for r in reversed(rows[start:end] if end > 0 else [])
@@ -442,7 +509,10 @@ class SandboxState:
     # -- observability --------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Counters and wallets as plain, JSON-ready data (see the package docstring)."""
+        """Counters and wallets as plain, JSON-ready data (see the package docstring).
+
+        `wallets` is keyed by API key; keys of one user show that user's one wallet.
+        """
         wallets = {}
         for key, a in self.accounts.items():
             w = a.wallet
@@ -478,6 +548,10 @@ class SandboxState:
                 "with_credentials": self.downloads["with_credentials"],
             },
             "injected": dict(self.injected),
+            "api_keys": {
+                "created": self.key_changes["created"],
+                "revoked": self.key_changes["revoked"],
+            },
         }
 
 

@@ -20,6 +20,11 @@ def missing(where: str, name: str) -> dict[str, Any]:
     return {"type": "missing", "loc": [where, name], "msg": "Field required", "input": None}
 
 
+def missing_body() -> dict[str, Any]:
+    """The record FastAPI gives when a required JSON body is absent or empty."""
+    return {"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}
+
+
 def not_one_of(where: str, name: str, value: str, allowed: tuple[str, ...]) -> dict[str, Any]:
     expected = ", ".join(f"'{a}'" for a in allowed[:-1]) + f" or '{allowed[-1]}'"
     return {
