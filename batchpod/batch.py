@@ -17,6 +17,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,10 +39,12 @@ from batchpod.journal import (
     file_sha256,
     job_key,
 )
-from batchpod.models import Job, JobResult, Manifest
+from batchpod.logs import event
+from batchpod.models import Job, JobResult, JobStatus, Manifest
 from batchpod.results import Format, Renderer, RunHeader, default_results_path, write_atomic
 from batchpod.retry import PollPolicy, RetryPolicy
 from batchpod.runner import Pool, Reporter, RunOptions, Stop, StopReason
+from batchpod.shards import Shard, shard_path
 
 log = logging.getLogger("batchpod")
 
@@ -69,6 +72,10 @@ class BatchOptions:
     max_rps: float | None = None  # API requests per second at most (None: no cap)
     download_concurrency: int = 16  # stem downloads at once
     job_timeout_s: float = 2 * 3600.0  # a job not done by then is recorded as expired
+    shard: Shard | None = None  # run only this shard's jobs, with a state and results of its own
+    # Read the wallet before every reservation (``--budget-scope wallet``): shards spending
+    # from one wallet then all respect its keep_balance, at one more request per job.
+    balance_before_reserve: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +94,7 @@ class RunSummary:
     api_requests: int = 0  # API requests sent (stem downloads apart)
     throttled: int = 0  # of which answered 429
     retries: Mapping[str, int] = field(default_factory=dict)  # requests sent again, by cause
+    exit_code: int | None = None  # the exit code the CLI gives this run (set once it ends)
 
     @property
     def spent_cents(self) -> int:
@@ -103,8 +111,10 @@ async def run_batch(
 ) -> RunSummary:
     """Run every job of ``manifest``; write and return the results (see the module docstring)."""
     started = time.time()
-    results_path = options.results_path or default_results_path(
-        manifest.path, options.results_format
+    results_path = options.results_path or shard_path(
+        default_results_path(manifest.path, options.results_format),
+        options.shard,
+        stem=manifest.path.stem,
     )
     header = RunHeader(
         batchpod_version=__version__,
@@ -115,6 +125,7 @@ async def run_batch(
         started_at=started,
         max_spend_cents=manifest.budget.max_spend_cents,
         keep_balance_cents=manifest.budget.keep_balance_cents,
+        shard=(options.shard.index, options.shard.count) if options.shard else None,
     )
     concurrency = options.concurrency or manifest.concurrency
     run_options = RunOptions(
@@ -128,15 +139,43 @@ async def run_batch(
         balance_refresh_s=options.balance_refresh_s,
         download_concurrency=options.download_concurrency,
         job_timeout_s=options.job_timeout_s,
+        balance_before_reserve=options.balance_before_reserve,
     )
     writer = _ResultsWriter(results_path, options.results_format, base=manifest.path.parent)
-    state_path = options.state_path or default_state_path(manifest.path)
+    state_path = options.state_path
+    if state_path is None:
+        state_path = default_state_path(manifest.path)
+        stem = state_path.name.removesuffix(".batchpod.db")
+        state_path = shard_path(state_path, options.shard, stem=stem)
     # Before anything is paid for: the stems and the results must have somewhere to go.
     output_dir = manifest.output_dir if options.download else None
     await anyio.to_thread.run_sync(_check_writable, output_dir, results_path)
     with RunLock(state_path), Journal.open(state_path) as journal:
         keys = await job_keys(manifest.jobs, journal)
+        if options.shard is not None:
+            mine = [i for i, key in enumerate(keys) if options.shard.owns(key)]
+            manifest = replace(manifest, jobs=tuple(manifest.jobs[i] for i in mine))
+            keys = [keys[i] for i in mine]
         records = journal.records()
+        log.info(
+            "run started: %d jobs%s",
+            len(manifest.jobs),
+            f" (shard {options.shard})" if options.shard else "",
+            extra=event(
+                "run_started",
+                manifest=str(manifest.path),
+                jobs=len(manifest.jobs),
+                shard=str(options.shard) if options.shard else None,
+                concurrency=concurrency,
+                base_url=options.base_url,
+                sandbox=options.sandbox,
+                download=options.download,
+                max_spend_cents=manifest.budget.max_spend_cents,
+                keep_balance_cents=manifest.budget.keep_balance_cents,
+                results=str(results_path),
+                state=str(state_path),
+            ),
+        )
         return await _run_locked(
             manifest,
             options,
@@ -246,9 +285,27 @@ async def _run_locked(
             exit_code=int(exit_code_of(summary)),
             stopped=pool.stop.message if pool.stop else None,
         )
+        summary = replace(summary, exit_code=header.exit_code)
         with anyio.CancelScope(shield=True):
             await writer.write(header, summary.results)
         signals.cancel_scope.cancel()
+    counts = Counter(result.status.value for result in summary.results)
+    log.info(
+        "run finished",
+        extra=event(
+            "run_finished",
+            exit_code=header.exit_code,
+            counts={status.value: counts.get(status.value, 0) for status in JobStatus},
+            spent_cents=summary.spent_cents,
+            balance_before_cents=summary.balance_before_cents,
+            balance_after_cents=summary.balance_after_cents,
+            elapsed_s=round(summary.finished_at - summary.started_at, 3),
+            jobs_worked=summary.jobs_worked,
+            api_requests=summary.api_requests,
+            stopped=header.stopped,
+            results=str(summary.results_path),
+        ),
+    )
     return summary
 
 
@@ -366,9 +423,9 @@ class _ResultsWriter:
     async def write(
         self, header: RunHeader, results: tuple[JobResult, ...] | list[JobResult]
     ) -> None:
-        text = self.render(header, results)
+        pieces = self.render.pieces(header, results)
         try:
-            await anyio.to_thread.run_sync(write_atomic, self.path, text)
+            await anyio.to_thread.run_sync(write_atomic, self.path, pieces)
         except OSError as exc:
             raise ResultsWriteError(path=self.path, reason=exc.strerror or str(exc)) from exc
 

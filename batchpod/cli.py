@@ -9,24 +9,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
+import json
 import logging
 import math
-import os
-import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
-from enum import IntEnum
 from pathlib import Path
 from typing import TextIO, TypeVar
 
 import anyio
 
-from batchpod import __version__
+from batchpod import __version__, logs, shards
+from batchpod import report as report_module
 from batchpod import sandbox as sandbox_api
-from batchpod.batch import BatchOptions, RunSummary, job_keys, run_batch
+from batchpod.api import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    ExitCode,
+    api_endpoint,
+    api_key_from_env,
+    exit_code_of,
+    run_manifest,
+    with_budget,
+)
+from batchpod.batch import RunSummary, job_keys
 from batchpod.budget import (
     DEFAULT_ASSUMED_DURATION_S,
     DEFAULT_CENTS_PER_MINUTE,
@@ -48,34 +56,18 @@ from batchpod.errors import (
 )
 from batchpod.estimate import Progress, estimate_jobs
 from batchpod.journal import JobState, Journal, default_state_path
+from batchpod.logs import LogFormat
 from batchpod.manifest import check_manifest, load_manifest
 from batchpod.models import JobStatus, Manifest
-from batchpod.progress import BarReporter, LogReporter
+from batchpod.progress import BarReporter, LogReporter, TeeReporter
+from batchpod.results import default_results_path, results_yaml, write_atomic
 from batchpod.runner import Reporter, StopReason
+from batchpod.shards import Shard
 
 N = TypeVar("N", int, float)
 
 
-class ExitCode(IntEnum):
-    """Exit codes of every batchpod command (documented in the README)."""
-
-    OK = 0  # every job succeeded (or, for other commands, success)
-    JOBS_FAILED = 1  # the run finished, but some jobs failed
-    USAGE = 2  # a usage or manifest error: nothing was submitted
-    BUDGET = 3  # stopped early: the budget or the wallet could not cover the next job
-    AUTH = 4  # no key, or AudioPod refused it
-    UNAVAILABLE = 69  # AudioPod could not be reached or answered wrongly before any work
-    IO_ERROR = 74  # the results or stems could not be written (disk full, read-only, ...)
-    LOCKED = 75  # another run holds this manifest's state: try again later
-    INTERRUPTED = 130  # SIGINT (Ctrl-C)
-    TERMINATED = 143  # SIGTERM
-
-
 PROG = "batchpod"
-API_KEY_ENV = "AUDIOPOD_API_KEY"
-BASE_URL_ENV = "AUDIOPOD_BASE_URL"
-# The sandbox that `--sandbox` starts: jobs take a few seconds, the wallet holds $100.
-SANDBOX_SETTINGS = sandbox_api.SandboxSettings(processing_s=(1.0, 4.0), balance_cents=10_000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +129,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop at completed jobs and record their download URLs instead of downloading",
     )
-    run.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing when every job succeeded (for cron); otherwise only the problems "
+        "and the summary",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the log on stderr (or --log-file): lines for people, or one JSON event per line "
+        "(default: text)",
+    )
+    run.add_argument(
+        "--log-file",
+        metavar="PATH",
+        type=Path,
+        help="append the log (every event, in --log-format) to PATH instead of stderr",
+    )
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        type=_shard,
+        help="run only shard I of N (I from 0): the jobs whose content key falls in it, with "
+        "a state and results file of its own (MANIFEST.shard-I-of-N.results.yaml)",
+    )
+    run.add_argument(
+        "--budget-scope",
+        choices=("shard", "wallet"),
+        default="shard",
+        help="shard: the caps apply to this run alone; wallet: also read the wallet before "
+        "every job, so shards spending from one wallet all keep its keep_balance "
+        "(default: shard)",
+    )
     run.add_argument(
         "--dry-run",
         action="store_true",
@@ -226,6 +251,63 @@ def build_parser() -> argparse.ArgumentParser:
     _add_api_arguments(balance)
     balance.set_defaults(handler=_cmd_balance)
 
+    merge = commands.add_parser(
+        "merge",
+        help="combine the results files of a manifest's shards into one",
+        description=(
+            "Read the results files of a sharded run (--shard I/N) and write one results "
+            "manifest in the manifest's job order, as a single run would have. Jobs that no "
+            "file lists, and shards with no file, are reported: exit 1 then, else 0."
+        ),
+    )
+    merge.add_argument("results", metavar="RESULTS", nargs="+", type=Path, help="shard results")
+    merge.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        type=Path,
+        help="where to write the merged results (default: MANIFEST's name + .results.yaml, "
+        "or .json with --format json)",
+    )
+    merge.add_argument(
+        "--format",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="format of the merged results (default: yaml)",
+    )
+    merge.add_argument(
+        "--manifest",
+        metavar="PATH",
+        type=Path,
+        help="the manifest the shards ran (default: the one their results name)",
+    )
+    merge.set_defaults(handler=_cmd_merge)
+
+    report = commands.add_parser(
+        "report",
+        help="summarise a results file: counts, spend, slowest and failed jobs; or CSV",
+        description=(
+            "Read a results manifest and print a summary for people (counts, spend, the "
+            "slowest jobs, every failed, expired or unknown job with its error), or one CSV "
+            "row per job for spreadsheets."
+        ),
+    )
+    report.add_argument("results", metavar="RESULTS", type=Path, help="a results file")
+    report.add_argument(
+        "--format",
+        choices=("text", "csv"),
+        default="text",
+        help="a summary for people, or CSV (default: text)",
+    )
+    report.add_argument(
+        "--slowest",
+        metavar="N",
+        type=_count,
+        default=5,
+        help="how many of the slowest jobs to list (default: 5)",
+    )
+    report.set_defaults(handler=_cmd_report)
+
     sandbox = commands.add_parser(
         "sandbox",
         help="serve a local AudioPod API for trying batchpod without an account",
@@ -313,6 +395,17 @@ def _number(
 _positive_float = _number(float, "a number", lambda v: 0 < v < math.inf, "must be above 0")
 _seconds = _number(float, "a number of seconds", lambda v: v >= 0, "must be 0 or more")
 _positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+_count = _number(int, "a whole number", lambda v: v >= 0, "must be 0 or more")
+
+
+def _shard(text: str) -> Shard:
+    """An argparse type: ``I/N``, shard I (from 0) of N."""
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
@@ -340,17 +433,45 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
+    fmt: LogFormat = getattr(args, "log_format", "text")
+    log_path: Path | None = getattr(args, "log_file", None)
+    quiet: bool = getattr(args, "quiet", False)
+    log_file = None
+    if log_path is not None:
+        try:
+            log_file = logs.open_log_file(log_path)
+        except OSError as exc:
+            print(f"{PROG}: error: cannot write the log file {log_path}: {exc.strerror}", file=err)
+            return ExitCode.IO_ERROR
+    # The terminal (or cron's mail) gets the log unless it goes to a file; then only problems.
+    people = logs.handler_for(
+        err,
+        "text" if log_file else fmt,
+        prefix=PROG,
+        level=logging.WARNING if quiet or log_file else logging.INFO,
+    )
+    handlers = [people] + ([logs.handler_for(log_file, fmt, prefix=PROG)] if log_file else [])
+    args.people_log = people  # a progress bar quiets it
+    report = functools.partial(
+        _report,
+        err=err,
+        json_to=err if fmt == "json" and not log_file else None,
+        log_file=log_file if fmt == "json" else None,
+    )
     try:
-        with _logging_to(err):
+        with _logging_to(handlers):
             code: int = args.handler(args, out, err)
     except BaseExceptionGroup as group:
         # Task groups wrap what their tasks raise; one condition inside is still one line.
         inner = _sole_error(group)
         if inner is None:
             raise
-        return _report(inner, err)
+        return report(inner)
     except (BatchpodError, KeyboardInterrupt) as exc:
-        return _report(exc, err)
+        return report(exc)
+    finally:
+        if log_file is not None:
+            log_file.close()
     return code
 
 
@@ -370,15 +491,30 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
     return known[0] if known and len(known) == len(leaves) and len(distinct) == 1 else None
 
 
-def _report(exc: BaseException, err: TextIO) -> int:
-    """Print one condition the way users see it; return its exit code."""
+def _report(
+    exc: BaseException, *, err: TextIO, json_to: TextIO | None, log_file: TextIO | None
+) -> int:
+    """Print one condition the way users see it; return its exit code.
+
+    With a JSON log, each line is a JSON error event: on stderr (``json_to``) instead of the
+    text when the log goes there, else in the log file as well as the text on stderr.
+    """
+    code, lines = _describe_failure(exc)
+    for line in lines:
+        if json_to is None:
+            print(line, file=err)
+        for stream in (json_to, log_file):
+            if stream is not None:
+                print(logs.error_line(line, exit_code=code), file=stream)
+    return code
+
+
+def _describe_failure(exc: BaseException) -> tuple[int, list[str]]:
+    """The exit code of a condition, and its lines for people."""
     if isinstance(exc, KeyboardInterrupt):
-        print(f"{PROG}: interrupted", file=err)
-        return ExitCode.INTERRUPTED
+        return ExitCode.INTERRUPTED, [f"{PROG}: interrupted"]
     if isinstance(exc, ManifestError):
-        for problem in exc.problems:
-            print(problem, file=err)
-        return ExitCode.USAGE
+        return ExitCode.USAGE, [str(problem) for problem in exc.problems]
     code: int
     message = str(exc)
     if isinstance(exc, MissingApiKey | BadApiKey | AuthenticationError):
@@ -391,8 +527,7 @@ def _report(exc: BaseException, err: TextIO) -> int:
         code, message = ExitCode.UNAVAILABLE, f"AudioPod could not be used: {exc}"
     else:
         code = ExitCode.USAGE
-    print(f"{PROG}: error: {message}", file=err)
-    return code
+    return code, [f"{PROG}: error: {message}"]
 
 
 def console_main() -> None:
@@ -430,52 +565,35 @@ def _cmd_sandbox(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 @contextlib.contextmanager
-def _logging_to(stream: TextIO) -> Iterator[None]:
-    """Send the batchpod logger's records to ``stream`` for the length of one command."""
+def _logging_to(handlers: Sequence[logging.Handler]) -> Iterator[None]:
+    """Send the batchpod logger's records to ``handlers`` for the length of one command."""
     logger = logging.getLogger(PROG)
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    logger.addHandler(handler)
+    for handler in handlers:
+        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
         yield
     finally:
-        logger.removeHandler(handler)
+        for handler in handlers:
+            logger.removeHandler(handler)
 
 
 def _api_key(args: argparse.Namespace) -> str:
-    key = os.environ.get(args.api_key_env, "").strip()
-    if not key:
-        raise MissingApiKey(variable=args.api_key_env)
-    if not key.startswith("ap_"):
-        raise BadApiKey(variable=args.api_key_env)
-    return key
+    return api_key_from_env(args.api_key_env)
 
 
-def _base_url(args: argparse.Namespace) -> str:
-    url: str = args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    return url.rstrip("/")
-
-
-@contextlib.asynccontextmanager
-async def _api(args: argparse.Namespace) -> AsyncIterator[tuple[str, str]]:
+def _api(args: argparse.Namespace) -> contextlib.AbstractAsyncContextManager[tuple[str, str]]:
     """The (base URL, key) to use: a sandbox started for this command, or the configured API."""
-    if args.sandbox:
-        async with sandbox_api.serve(SANDBOX_SETTINGS) as sb:
-            yield sb.base_url, sb.api_key
-    else:
-        yield _base_url(args), _api_key(args)
+    key = None if args.sandbox else _api_key(args)
+    return api_endpoint(sandbox=args.sandbox, api_key=key, base_url=args.base_url)
 
 
 def _with_budget(manifest: Manifest, args: argparse.Namespace) -> Manifest:
     """The manifest with --max-spend / --keep-balance in place of its own budget."""
-    budget = manifest.budget
-    if args.max_spend is not None:
-        budget = dataclasses.replace(budget, max_spend_cents=args.max_spend)
-    if args.keep_balance is not None:
-        budget = dataclasses.replace(budget, keep_balance_cents=args.keep_balance)
-    return dataclasses.replace(manifest, budget=budget)
+    return with_budget(
+        manifest, max_spend_cents=args.max_spend, keep_balance_cents=args.keep_balance
+    )
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -485,24 +603,26 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not args.sandbox:
         _api_key(args)  # a missing key is reported before anything else happens
     bar = None
-    reporter: Reporter
-    if err.isatty() and not args.quiet:
+    reporter: Reporter = LogReporter()
+    if err.isatty() and not args.quiet and (args.log_format == "text" or args.log_file):
         bar = BarReporter(len(manifest.jobs), stream=err)
-        reporter = bar
-        logging.getLogger(PROG).setLevel(logging.WARNING)
-    else:
-        reporter = LogReporter(quiet=args.quiet)
+        reporter = TeeReporter(bar, reporter)
+        args.people_log.setLevel(logging.WARNING)  # the bar shows the progress
 
-    async def go() -> RunSummary:
-        async with _api(args) as (base_url, key):
-            options = BatchOptions(
-                api_key=key,
-                base_url=base_url,
+    try:
+        summary = anyio.run(
+            functools.partial(
+                run_manifest,
+                manifest,
+                api_key=None if args.sandbox else _api_key(args),
+                base_url=args.base_url,
                 sandbox=args.sandbox,
+                shard=args.shard,
+                budget_scope=args.budget_scope,
+                concurrency=args.concurrency,
                 download=not args.no_download,
                 results_path=args.results,
                 results_format=args.format,
-                concurrency=args.concurrency,
                 state_path=args.state,
                 retry_failed=args.retry_failed,
                 grace_s=args.grace,
@@ -510,33 +630,20 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 job_timeout_s=args.job_timeout,
                 max_rps=args.max_rps,
                 download_concurrency=args.download_concurrency,
+                reporter=reporter,
+                handle_signals=True,
             )
-            return await run_batch(manifest, options, reporter=reporter, exit_code_of=_exit_code)
-
-    try:
-        summary = anyio.run(go)
+        )
     finally:
         if bar is not None:
             bar.close()
+    code = exit_code_of(summary)
+    if args.quiet and code == ExitCode.OK:
+        return code  # all is well: cron mails nothing
     print(_summary_line(summary), file=out)
     if summary.stop is not None and summary.stop.reason is not StopReason.INTERRUPTED:
         print(f"{PROG}: stopped early: {summary.stop.message}", file=err)
-    return _exit_code(summary)
-
-
-def _exit_code(summary: RunSummary) -> int:
-    stop = summary.stop
-    if stop is not None:
-        if stop.reason is StopReason.AUTH:
-            return ExitCode.AUTH
-        if stop.reason in (StopReason.BUDGET, StopReason.BALANCE):
-            return ExitCode.BUDGET
-        if stop.signal == signal.SIGTERM:
-            return ExitCode.TERMINATED
-        return ExitCode.INTERRUPTED
-    if any(not result.ok for result in summary.results):
-        return ExitCode.JOBS_FAILED
-    return ExitCode.OK
+    return code
 
 
 def _summary_line(summary: RunSummary) -> str:
@@ -713,6 +820,36 @@ def _show_estimate(manifest: Manifest, args: argparse.Namespace, out: TextIO) ->
         )
     print("fits: yes" if fits else "fits: no", file=out)
     return ExitCode.OK if fits else ExitCode.BUDGET
+
+
+def _cmd_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    merged = shards.merge(args.results, manifest=args.manifest)
+    manifest = Path(str(merged.document["run"]["manifest"]))
+    path = args.output or default_results_path(args.manifest or manifest, args.format)
+    if args.format == "json":
+        text = json.dumps(merged.document, indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = results_yaml(merged.document)
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise ResultsWriteError(path=path, reason=exc.strerror or str(exc)) from exc
+    jobs = len(merged.document["jobs"])
+    print(f"merged {len(args.results)} files: {jobs} jobs; results: {path}", file=out)
+    for index in merged.missing_shards:
+        print(f"{PROG}: shard {index} has no results file here", file=err)
+    for name in merged.missing:
+        print(f"{PROG}: job {name!r} is in no shard's results", file=err)
+    return ExitCode.JOBS_FAILED if merged.missing or merged.missing_shards else ExitCode.OK
+
+
+def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    document = report_module.load_results(args.results)
+    if args.format == "csv":
+        out.write(report_module.render_csv(document))
+    else:
+        out.write(report_module.render_text(document, slowest=args.slowest))
+    return ExitCode.OK
 
 
 def _minutes(seconds: float) -> str:

@@ -7,12 +7,16 @@ contain the API key (nothing here ever sees it).
 from __future__ import annotations
 
 import logging
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
+from batchpod import logs
 from batchpod.budget import usd
 from batchpod.models import Job, JobResult, JobStatus
+
+if TYPE_CHECKING:
+    from batchpod.runner import Reporter
 
 log = logging.getLogger("batchpod")
 
@@ -32,6 +36,22 @@ def describe(result: JobResult) -> str:
     return f"{name}: {result.status.value}"
 
 
+def finished_fields(result: JobResult) -> dict[str, Any]:
+    """A finished job's facts for the JSON log."""
+    error = result.error
+    return {
+        "status": result.status.value,
+        "remote_id": result.remote_id,
+        "attempts": result.attempts,
+        "cost_cents": result.cost_cents,
+        "files": len(result.files),
+        "reason": result.reason,
+        "error": None
+        if error is None
+        else {"type": error.type, "http_status": error.http_status, "message": error.message},
+    }
+
+
 class LogReporter:
     """One log line per job transition (for pipes, files and cron)."""
 
@@ -40,13 +60,20 @@ class LogReporter:
 
     def job_event(self, job: Job, event: str, detail: str = "") -> None:
         if not self.quiet:
-            log.info("%s: %s%s", job.name, event, f" ({detail})" if detail else "")
+            log.info(
+                "%s: %s%s",
+                job.name,
+                event,
+                f" ({detail})" if detail else "",
+                extra=logs.event("job", job=job.name, transition=event, detail=detail or None),
+            )
 
     def job_finished(self, result: JobResult) -> None:
+        extra = logs.event("job_finished", job=result.job.name, **finished_fields(result))
         if result.status in _TROUBLE:
-            log.error("%s", describe(result))
+            log.error("%s", describe(result), extra=extra)
         elif not self.quiet:
-            log.info("%s", describe(result))
+            log.info("%s", describe(result), extra=extra)
 
     def spent(self, cents: int) -> None:
         pass
@@ -89,3 +116,22 @@ class BarReporter:
             f"spent={usd(self.spent_cents)}",
             refresh=False,
         )
+
+
+class TeeReporter:
+    """Hands every report to each of several reporters (a bar and a log file, say)."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = reporters
+
+    def job_event(self, job: Job, event: str, detail: str = "") -> None:
+        for reporter in self.reporters:
+            reporter.job_event(job, event, detail)
+
+    def job_finished(self, result: JobResult) -> None:
+        for reporter in self.reporters:
+            reporter.job_finished(result)
+
+    def spent(self, cents: int) -> None:
+        for reporter in self.reporters:
+            reporter.spent(cents)

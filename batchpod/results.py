@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ class RunHeader:
     api_requests: int | None = None  # API requests sent (stem downloads apart)
     throttled: int | None = None  # of which answered 429
     retries: Mapping[str, int] | None = None  # requests sent again, by cause
+    shard: tuple[int, int] | None = None  # (index, count) when the run was one shard
 
 
 def default_results_path(manifest: Path, fmt: Format) -> Path:
@@ -82,10 +83,13 @@ def results_document(
         worked = header.jobs_worked or 0
         run["requests"] = {
             "api": header.api_requests,
+            "jobs_worked": worked,
             "per_job": round(header.api_requests / worked, 2) if worked else None,
             "throttled": header.throttled or 0,
             "retries": dict(sorted((header.retries or {}).items())),
         }
+    if header.shard is not None:
+        run["shard"] = {"index": header.shard[0], "count": header.shard[1]}
     if header.stopped:
         run["stopped"] = header.stopped
     document: dict[str, Any] = {"results_version": RESULTS_VERSION, "run": run}
@@ -139,6 +143,11 @@ def _entry(result: JobResult, base: Path) -> dict[str, Any]:
 _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+def results_yaml(document: Mapping[str, Any]) -> str:
+    """A whole results document as YAML (as a run writes it)."""
+    return _yaml(dict(document))
+
+
 def _yaml(data: Any) -> str:
     text: str = yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100)
     return text
@@ -158,12 +167,21 @@ class Renderer:
         self._cache: dict[int, tuple[JobResult, str]] = {}
 
     def __call__(self, header: RunHeader, results: Sequence[JobResult]) -> str:
+        return "".join(self.pieces(header, results))
+
+    def pieces(self, header: RunHeader, results: Sequence[JobResult]) -> list[str]:
+        """The text in pieces, to write one after another: joined, a large file's text would
+        be a second copy of every entry (some 120 MB for 100,000 jobs with their links)."""
         head = results_document(header, results, base=self.base, entries=False)
-        pieces = [self._entry(i, result) for i, result in enumerate(results)]
+        entries = [self._entry(i, result) for i, result in enumerate(results)]
         if self.fmt == "json":
             top = json.dumps(head, indent=2, ensure_ascii=False)[:-2]  # reopen the object
-            return f'{top},\n  "jobs": [\n    ' + ",\n    ".join(pieces) + "\n  ]\n}\n"
-        return _yaml(head) + "jobs:\n" + "".join(pieces)
+            tail = ["\n  ]\n}\n"]
+            if not entries:
+                return [f'{top},\n  "jobs": [\n    ', *tail]
+            separated = [f"{entry},\n    " for entry in entries[:-1]]
+            return [f'{top},\n  "jobs": [\n    ', *separated, entries[-1], *tail]
+        return [_yaml(head), "jobs:\n" if entries else "jobs: []\n", *entries]
 
     def _entry(self, index: int, result: JobResult) -> str:
         cached = self._cache.get(index)
@@ -175,15 +193,16 @@ class Renderer:
         return text
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old file or the new, never half.
+def write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Replace ``path`` with ``text`` (or its pieces, one after another) so that readers see
+    the old file or the new, never half.
 
     Blocking: call it from a worker thread when on the event loop.
     """
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+            out.writelines([text] if isinstance(text, str) else text)
             out.flush()
             os.fsync(out.fileno())
         Path(temp).chmod(0o600)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import math
 import random
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -49,6 +50,7 @@ from batchpod.errors import (
 from batchpod.estimate import estimate_cents
 from batchpod.flow import SubmitWindow, pause_before_retry, with_retries
 from batchpod.journal import JobRecord, JobState
+from batchpod.logs import event
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.poller import StatusBoard
 from batchpod.retry import PollPolicy, RetryPolicy, retry_cause
@@ -84,6 +86,9 @@ class JournalSink(Protocol):
     """Where job records go: ``put`` returns once the record is durable."""
 
     async def put(self, record: JobRecord) -> None: ...
+
+
+log = logging.getLogger("batchpod")
 
 
 class _NoJournal:
@@ -135,6 +140,7 @@ class RunOptions:
     max_stem_bytes: int = 4 * 1024**3  # a stem larger than this is refused (a runaway download)
     retry_failed: bool = False  # submit jobs that failed in an earlier run again
     balance_refresh_s: float = 30.0  # how often the wallet is read again (0: never)
+    balance_before_reserve: bool = False  # read the wallet before every reservation too
     cents_per_minute: int = 10
     assumed_duration_s: float = DEFAULT_ASSUMED_DURATION_S
 
@@ -215,6 +221,12 @@ class JobFailed(Exception):
         self.maybe_charged = maybe_charged
 
 
+@dataclass(slots=True)
+class _SourceLock:
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    users: int = 0  # tasks holding or awaiting it
+
+
 class _Stopped(Exception):
     """Internal: the run stopped before this job's (next) submit was sent."""
 
@@ -260,7 +272,7 @@ class Pool:
         self.journal = journal or _NoJournal()
         self.claimed = {r.remote_id for r in self.records.values() if r.remote_id is not None}
         self._first_of_key: dict[str, int] = {}
-        self._source_locks: dict[str, anyio.Lock] = {}
+        self._source_locks: dict[str, _SourceLock] = {}
         self._charges: dict[str, int] = {}  # remote id -> cents, from the usage log
         self._usage_lock = anyio.Lock()
         self._usage_reads = 0
@@ -317,15 +329,19 @@ class Pool:
         refund lands in the model."""
         while True:
             await anyio.sleep(self.options.balance_refresh_s)
-            generation = self.budget.generation
-            try:
-                balance = await self.api.balance()
-            except AuthenticationError as exc:
-                self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
-                return
-            except ApiError:
-                continue  # the model stands until the next read
-            self.budget.refresh(balance.balance_cents, generation=generation)
+            await self._read_balance()
+
+    async def _read_balance(self) -> None:
+        """Read the wallet into the budget's model; a refused key stops the run."""
+        generation = self.budget.generation
+        try:
+            balance = await self.api.balance()
+        except AuthenticationError as exc:
+            self.halt(Stop(reason=StopReason.AUTH, message=str(exc)), cancel_in_flight=True)
+            return
+        except ApiError:
+            return  # the model stands until the next read
+        self.budget.refresh(balance.balance_cents, generation=generation)
 
     def _inherited_spend(self) -> int:
         """What earlier, unfinished runs paid (or may have paid) for jobs not yet done.
@@ -396,6 +412,11 @@ class Pool:
         """
         if self.stop is None or replace:
             self.stop = stop
+            log.info(
+                "stopping: %s",
+                stop.message,
+                extra=event("stop", reason=stop.reason.value, message=stop.message),
+            )
         if cancel_in_flight and self._cancel is not None:
             self._cancel.cancel()
 
@@ -549,8 +570,11 @@ class Pool:
         """Count a retry, for the job and the run."""
         cause = retry_cause(exc)
         self.retry_counts[cause] += 1
+        name = None
         if progress is not None:
             progress.retries[cause] += 1
+            name = progress.name
+        log.info("retry (%s)", cause, extra=event("retry", job=name, cause=cause))
 
     def _failed_once(self, exc: BaseException) -> None:
         """Any request failed, retried or not: a 429 shrinks the submit window."""
@@ -565,6 +589,8 @@ class Pool:
         self, job: Job, progress: _Progress, index: int
     ) -> RemoteJob | None:
         progress.estimate_cents = self._estimate_cents(job)
+        if self.options.balance_before_reserve and self.budget.balance_cents is not None:
+            await self._read_balance()  # other shards spend from this wallet too
         refused = self.budget.reserve(index, progress.estimate_cents)
         if refused is not None:
             progress.reason = StopReason.BUDGET.value  # the run's 'stopped' line says which cap
@@ -661,9 +687,23 @@ class Pool:
         assert job.source.file is not None
         return await self.api.submit_file(job.source.file, mode=mode, stem=stem)
 
-    def _source_lock(self, job: Job) -> anyio.Lock:
-        # Keyed by what reconciliation can tell apart: the song's name (see reconcile).
-        return self._source_locks.setdefault(reconcile.identity(job), anyio.Lock())
+    @contextlib.asynccontextmanager
+    async def _source_lock(self, job: Job) -> AsyncIterator[None]:
+        """Hold the lock of the job's source, keyed by what reconciliation can tell apart: the
+        song's name (see reconcile). A lock lives only while it is held or awaited: one per
+        job would grow with the manifest."""
+        identity = reconcile.identity(job)
+        entry = self._source_locks.get(identity)
+        if entry is None:
+            entry = self._source_locks[identity] = _SourceLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._source_locks[identity]
 
     async def _submitted(self, job: Job, progress: _Progress, remote_id: str) -> None:
         self.budget.submitted(progress.index)

@@ -30,6 +30,7 @@ def test_renderer_text_loads_to_the_document(fmt: Format) -> None:
     ]
     render = Renderer(fmt, base=base)
     load = json.loads if fmt == "json" else yaml.safe_load
+    assert load(render(header, [])) == results_document(header, [], base=base)
     assert load(render(header, results)) == results_document(header, results, base=base)
     results[1] = JobResult(
         job=manifest.jobs[1],
