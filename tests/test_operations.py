@@ -7,6 +7,7 @@ are compared with a single unsharded run of the same manifest.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 from conftest import FAST, results_of, run_cli, write_manifest
@@ -26,7 +28,7 @@ import batchpod
 from batchpod.cli import build_parser, main
 from batchpod.journal import job_key
 from batchpod.manifest import load_manifest
-from batchpod.sandbox import SandboxThread
+from batchpod.sandbox import SandboxThread, serve
 from batchpod.shards import Shard, shard_path
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -290,3 +292,44 @@ def test_every_scheduler_example_is_a_command_batchpod_accepts(example: str) -> 
     count = shards[0].count
     assert sorted(s.index for s in shards) == list(range(count))
     assert {s.count for s in shards} == {count}
+
+
+async def _two_shards_at_once(tmp_path: Path, *, scope: str) -> int:
+    """Shards 0/2 and 1/2 of 40 ten-cent jobs, side by side, on one $3.00 wallet that must
+    keep $2.00; the wallet's balance afterwards."""
+    folder = tmp_path / scope
+    folder.mkdir()
+    jobs = "".join(  # each costs 10 cents, and is estimated at that
+        f"  - url: https://media.example.com/w/{i}.mp3?duration=60\n    duration: 60\n"
+        "    mode: two\n"
+        for i in range(40)
+    )
+    path = write_manifest(folder, jobs, concurrency=1, budget="{keep_balance_usd: 2.00}")
+    settings = dataclasses.replace(FAST, balance_cents=300)
+    async with serve(settings) as sb:
+        async with anyio.create_task_group() as tg:
+            for index in range(2):
+                tg.start_soon(
+                    functools.partial(
+                        batchpod.run_manifest,
+                        path,
+                        api_key=sb.api_key,
+                        base_url=sb.base_url,
+                        shard=f"{index}/2",
+                        budget_scope=scope,  # type: ignore[arg-type]
+                        download=False,
+                    )
+                )
+        balance: int = sb.stats()["wallets"][sb.api_key]["balance_cents"]
+        return balance
+
+
+@pytest.mark.anyio
+async def test_budget_scope_wallet_keeps_the_shared_balance_across_shards(tmp_path: Path) -> None:
+    """Each shard alone keeps $2.00 of a $3.00 wallet, yet two at once spend both their
+    $1.00: with --budget-scope wallet each reads the wallet before each job, and the pair
+    stops at the floor (one job in flight per shard may pass it)."""
+    shard_scope = await _two_shards_at_once(tmp_path, scope="shard")
+    wallet_scope = await _two_shards_at_once(tmp_path, scope="wallet")
+    assert shard_scope < 200 - 30  # the control: side by side, each spent its own $1.00
+    assert wallet_scope >= 200 - 2 * 10  # at most one 10-cent job per shard past the floor
