@@ -27,6 +27,7 @@ from batchpod.batch import BatchOptions, RunSummary, run_batch
 from batchpod.budget import DEFAULT_ASSUMED_DURATION_S
 from batchpod.client import DEFAULT_BASE_URL
 from batchpod.errors import BadApiKey, ConfigError, MissingApiKey
+from batchpod.keys import KeySource, read_key
 from batchpod.manifest import load_manifest
 from batchpod.models import Manifest
 from batchpod.results import Format
@@ -133,6 +134,8 @@ async def run_manifest(
     *,
     api_key: str | None = None,
     api_key_env: str = API_KEY_ENV,
+    key_source: KeySource | None = None,
+    fallback_key_source: KeySource | None = None,
     base_url: str | None = None,
     sandbox: bool = False,
     shard: Shard | str | None = None,
@@ -156,7 +159,10 @@ async def run_manifest(
     """Run the manifest at ``path`` (or one already loaded); return the summary
     (``.results``, ``.exit_code``, ...).
 
-    The key is ``api_key``, else the environment variable ``api_key_env``; the API is
+    The key is ``api_key``, else the one in ``key_source`` (a ``batchpod.keys.KeySource``:
+    an environment variable or a key file), else the environment variable ``api_key_env``.
+    If AudioPod refuses it (401/403), the run switches once to the key in
+    ``fallback_key_source`` when one is given, and records that. The API is
     ``base_url``, else ``$AUDIOPOD_BASE_URL``, else AudioPod's. ``sandbox=True`` runs against a
     local sandbox started for the run instead. ``shard`` ("3/8" or a ``Shard``) runs that
     shard's jobs only, with its own state and results files. Caps are integer cents and
@@ -175,14 +181,21 @@ async def run_manifest(
             shard = Shard.parse(shard)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-    if not sandbox and api_key is None:
-        api_key_from_env(api_key_env)  # a missing key is reported before anything else happens
+    source = key_source or KeySource.env(api_key_env)
+    fallback = None
+    if not sandbox:
+        # Missing or unusable keys are reported before anything else happens.
+        api_key = api_key or read_key(source)
+        fallback = read_key(fallback_key_source) if fallback_key_source else None
     async with api_endpoint(
         sandbox=sandbox, api_key=api_key, base_url=base_url, api_key_env=api_key_env
     ) as (url, key):
         options = BatchOptions(
             api_key=key,
             base_url=url,
+            key_source=source.describe() if not sandbox else "the sandbox's key",
+            fallback_key=fallback,
+            fallback_source=fallback_key_source.describe() if fallback_key_source else None,
             sandbox=sandbox,
             download=download,
             results_path=results_path,

@@ -55,6 +55,9 @@ class BatchOptions:
 
     api_key: str
     base_url: str
+    key_source: str = "AUDIOPOD_API_KEY"  # where the key came from, for messages (not the key)
+    fallback_key: str | None = None  # used once the first key is refused (401/403)
+    fallback_source: str | None = None
     sandbox: bool = False
     download: bool = True
     results_path: Path | None = None  # default: <manifest>.results.<format> beside it
@@ -95,6 +98,7 @@ class RunSummary:
     throttled: int = 0  # of which answered 429
     retries: Mapping[str, int] = field(default_factory=dict)  # requests sent again, by cause
     exit_code: int | None = None  # the exit code the CLI gives this run (set once it ends)
+    key_switched_to: str | None = None  # the fallback key's source, if the run switched to it
 
     @property
     def spent_cents(self) -> int:
@@ -208,6 +212,10 @@ async def _run_locked(
         ApiClient(
             base_url=options.base_url,
             api_key=options.api_key,
+            key_source=options.key_source,
+            fallback_key=options.fallback_key,
+            fallback_source=options.fallback_source,
+            on_key_switch=_log_key_switch,
             max_connections=run_options.concurrency,
             max_rps=options.max_rps,
         ) as client,
@@ -273,6 +281,7 @@ async def _run_locked(
             api_requests=client.counts.requests,
             throttled=client.counts.throttled,
             retries=dict(pool.retry_counts),
+            key_switched_to=client.switched_to,
         )
         header = replace(
             header,
@@ -284,6 +293,7 @@ async def _run_locked(
             balance_after_cents=after,
             exit_code=int(exit_code_of(summary)),
             stopped=pool.stop.message if pool.stop else None,
+            key_switched_to=client.switched_to,
         )
         summary = replace(summary, exit_code=header.exit_code)
         with anyio.CancelScope(shield=True):
@@ -307,6 +317,15 @@ async def _run_locked(
         ),
     )
     return summary
+
+
+def _log_key_switch(refused: str, fallback: str) -> None:
+    log.warning(
+        "AudioPod refused the key in %s: switched to the key in %s for the rest of the run",
+        refused,
+        fallback,
+        extra=event("key_switch", refused=refused, switched_to=fallback),
+    )
 
 
 def _check_writable(output_dir: Path | None, results_path: Path) -> None:

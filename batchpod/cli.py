@@ -14,7 +14,8 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -29,7 +30,6 @@ from batchpod.api import (
     BASE_URL_ENV,
     ExitCode,
     api_endpoint,
-    api_key_from_env,
     exit_code_of,
     run_manifest,
     with_budget,
@@ -41,13 +41,21 @@ from batchpod.budget import (
     dollars_to_cents,
     usd,
 )
-from batchpod.client import DEFAULT_BASE_URL, ApiClient
+from batchpod.client import (
+    DEFAULT_BASE_URL,
+    ApiClient,
+    ApiKeyInfo,
+    CreatedApiKey,
+    RevokedApiKey,
+)
 from batchpod.errors import (
     ApiError,
+    ApiKeyNotFound,
     AuthenticationError,
     BadApiKey,
     BatchpodError,
     ConfigError,
+    KeyFileError,
     ManifestError,
     MissingApiKey,
     OutputError,
@@ -56,6 +64,7 @@ from batchpod.errors import (
 )
 from batchpod.estimate import Progress, estimate_jobs
 from batchpod.journal import JobState, Journal, default_state_path
+from batchpod.keys import KeyCheck, KeySource, check_key, read_key
 from batchpod.logs import LogFormat
 from batchpod.manifest import check_manifest, load_manifest
 from batchpod.models import JobStatus, Manifest
@@ -204,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default: no cap beyond backing off on AudioPod's 429s)",
     )
     run.add_argument(
+        "--fallback-key-env",
+        metavar="NAME",
+        help="environment variable holding a second key: if AudioPod refuses the first "
+        "(invalid, revoked or expired), the run switches to it once and records that "
+        "(for key rotation)",
+    )
+    run.add_argument(
         "--download-concurrency",
         metavar="N",
         type=_positive_int,
@@ -250,6 +266,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_api_arguments(balance)
     balance.set_defaults(handler=_cmd_balance)
+
+    key = commands.add_parser(
+        "key",
+        help="test the API key, and list, create or revoke the account's keys",
+        description=(
+            "Manage AudioPod API keys. 'check' tests the key (exit 0, or 4 with the fix); "
+            "'list' shows the account's keys (never a key's value); 'create' makes a key "
+            "and prints it once; 'revoke' disables one."
+        ),
+    )
+    key_commands = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    key_check = key_commands.add_parser(
+        "check",
+        help="test the key against the balance endpoint and show the balance",
+        description="Test the key with GET /api-wallet/balance and print the balance and "
+        "the low-balance warning. Exit 0 when AudioPod accepts the key, 4 otherwise.",
+    )
+    _add_api_arguments(key_check)
+    key_check.set_defaults(handler=_cmd_key_check)
+    key_list = key_commands.add_parser(
+        "list",
+        help="list the account's API keys: name, created, last used, expiry, status",
+        description="List the account's API keys. Key values are never shown.",
+    )
+    _add_api_arguments(key_list)
+    key_list.set_defaults(handler=_cmd_key_list)
+    key_create = key_commands.add_parser(
+        "create",
+        help="create an API key and print it (the only time it is shown)",
+        description="Create an API key. The key alone goes to stdout (so that "
+        "'batchpod key create ci > ci.key' stores it), its details to stderr. AudioPod "
+        "shows a key only once.",
+    )
+    key_create.add_argument("name", metavar="NAME", help="a name for the key, e.g. prod-nightly")
+    key_create.add_argument(
+        "--scopes",
+        metavar="SCOPES",
+        default="*",
+        help="comma-separated scopes (default: *, everything)",
+    )
+    key_create.add_argument(
+        "--expires-in-days",
+        metavar="N",
+        type=_positive_int,
+        help="the key stops working after N days (default: never), for temporary access",
+    )
+    _add_api_arguments(key_create)
+    key_create.set_defaults(handler=_cmd_key_create)
+    key_revoke = key_commands.add_parser(
+        "revoke",
+        help="revoke an API key by id (asks first unless --yes)",
+        description="Revoke the API key with this id (see 'batchpod key list'). Every "
+        "request with it is refused from then on (403).",
+    )
+    key_revoke.add_argument("id", metavar="ID", help="the key's id")
+    key_revoke.add_argument("--yes", action="store_true", help="revoke without asking")
+    _add_api_arguments(key_revoke)
+    key_revoke.set_defaults(handler=_cmd_key_revoke)
 
     merge = commands.add_parser(
         "merge",
@@ -331,8 +405,15 @@ def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-key-env",
         metavar="NAME",
-        default=API_KEY_ENV,
-        help=f"environment variable holding the API key (default: {API_KEY_ENV})",
+        help=f"environment variable holding the API key (default: {API_KEY_ENV}), such as "
+        "one per environment: AUDIOPOD_API_KEY_PROD",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        type=Path,
+        help="read the API key from this file (as secret managers mount them); it must be "
+        "readable by its owner only (chmod 600)",
     )
     parser.add_argument(
         "--base-url",
@@ -517,8 +598,10 @@ def _describe_failure(exc: BaseException) -> tuple[int, list[str]]:
         return ExitCode.USAGE, [str(problem) for problem in exc.problems]
     code: int
     message = str(exc)
-    if isinstance(exc, MissingApiKey | BadApiKey | AuthenticationError):
+    if isinstance(exc, MissingApiKey | BadApiKey | KeyFileError | AuthenticationError):
         code = ExitCode.AUTH
+    elif isinstance(exc, ApiKeyNotFound):
+        code = ExitCode.USAGE
     elif isinstance(exc, ResultsWriteError | OutputError):
         code = ExitCode.IO_ERROR
     elif isinstance(exc, StateLocked):
@@ -570,7 +653,8 @@ def _logging_to(handlers: Sequence[logging.Handler]) -> Iterator[None]:
     logger = logging.getLogger(PROG)
     for handler in handlers:
         logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    # No record is made that no handler wants (a --quiet run makes one per job otherwise).
+    logger.setLevel(min(handler.level for handler in handlers))
     logger.propagate = False
     try:
         yield
@@ -579,14 +663,30 @@ def _logging_to(handlers: Sequence[logging.Handler]) -> Iterator[None]:
             logger.removeHandler(handler)
 
 
+def _key_source(args: argparse.Namespace) -> KeySource:
+    """Where the key is: --api-key-file, else --api-key-env, else $AUDIOPOD_API_KEY."""
+    if args.api_key_file is not None:
+        if args.api_key_env is not None:
+            raise ConfigError("give --api-key-env or --api-key-file, not both")
+        return KeySource.file(args.api_key_file)
+    return KeySource.env(args.api_key_env or API_KEY_ENV)
+
+
 def _api_key(args: argparse.Namespace) -> str:
-    return api_key_from_env(args.api_key_env)
+    return read_key(_key_source(args))
 
 
-def _api(args: argparse.Namespace) -> contextlib.AbstractAsyncContextManager[tuple[str, str]]:
-    """The (base URL, key) to use: a sandbox started for this command, or the configured API."""
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[ApiClient]:
+    """A client for the configured API with the configured key, or for a sandbox started for
+    this command."""
     key = None if args.sandbox else _api_key(args)
-    return api_endpoint(sandbox=args.sandbox, api_key=key, base_url=args.base_url)
+    source = "the sandbox's key" if args.sandbox else _key_source(args).describe()
+    async with (
+        api_endpoint(sandbox=args.sandbox, api_key=key, base_url=args.base_url) as (url, api_key),
+        ApiClient(base_url=url, api_key=api_key, key_source=source) as api,
+    ):
+        yield api
 
 
 def _with_budget(manifest: Manifest, args: argparse.Namespace) -> Manifest:
@@ -602,19 +702,23 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return _show_estimate(manifest, args, out)
     if not args.sandbox:
         _api_key(args)  # a missing key is reported before anything else happens
+    fallback = KeySource.env(args.fallback_key_env) if args.fallback_key_env else None
     bar = None
     reporter: Reporter = LogReporter()
     if err.isatty() and not args.quiet and (args.log_format == "text" or args.log_file):
         bar = BarReporter(len(manifest.jobs), stream=err)
         reporter = TeeReporter(bar, reporter)
         args.people_log.setLevel(logging.WARNING)  # the bar shows the progress
+        if not args.log_file:
+            logging.getLogger(PROG).setLevel(logging.WARNING)
 
     try:
         summary = anyio.run(
             functools.partial(
                 run_manifest,
                 manifest,
-                api_key=None if args.sandbox else _api_key(args),
+                key_source=None if args.sandbox else _key_source(args),
+                fallback_key_source=fallback,
                 base_url=args.base_url,
                 sandbox=args.sandbox,
                 shard=args.shard,
@@ -660,7 +764,7 @@ def _summary_line(summary: RunSummary) -> str:
 
 def _cmd_balance(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async def go() -> tuple[int, int | None]:
-        async with _api(args) as (base_url, key), ApiClient(base_url=base_url, api_key=key) as api:
+        async with _client(args) as api:
             balance = await api.balance()
             return balance.balance_cents, balance.total_spent_cents
 
@@ -737,15 +841,12 @@ def _show_estimate(manifest: Manifest, args: argparse.Namespace, out: TextIO) ->
     balance_note = ""
     try:
         key: str | None = None if args.sandbox else _api_key(args)
-    except (MissingApiKey, BadApiKey) as exc:
+    except (MissingApiKey, BadApiKey, KeyFileError) as exc:
         key, balance_note = None, f" (no balance: {exc})"
     if args.sandbox or key is not None:
 
         async def fetch() -> tuple[int | None, int | None]:
-            async with (
-                _api(args) as (base_url, api_key),
-                ApiClient(base_url=base_url, api_key=api_key) as api,
-            ):
+            async with _client(args) as api:
                 try:
                     cents = await api.price_per_minute_cents()
                 except ApiError:
@@ -820,6 +921,108 @@ def _show_estimate(manifest: Manifest, args: argparse.Namespace, out: TextIO) ->
         )
     print("fits: yes" if fits else "fits: no", file=out)
     return ExitCode.OK if fits else ExitCode.BUDGET
+
+
+def _cmd_key_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    async def go() -> KeyCheck:
+        async with _client(args) as api:
+            return await check_key(api)
+
+    check = anyio.run(go)
+    print(f"key in {check.source}: accepted by AudioPod", file=out)
+    print(f"balance: {usd(check.balance_cents)}", file=out)
+    warning = {True: "on (the balance is under the threshold)", False: "off", None: None}
+    state = warning[check.low_balance_warning]
+    threshold = check.warning_threshold_cents
+    if state is None and threshold is None:
+        print("low-balance warning: not reported by AudioPod", file=out)
+    else:
+        at = f", threshold {usd(threshold)}" if threshold is not None else ""
+        print(f"low-balance warning: {state or 'not reported'}{at}", file=out)
+    return ExitCode.OK
+
+
+def _cmd_key_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    async def go() -> list[ApiKeyInfo]:
+        async with _client(args) as api:
+            return await api.list_api_keys()
+
+    keys = anyio.run(go)
+    rows = [
+        (
+            k.id,
+            k.name or "",
+            k.status.value,
+            _when(k.created_at),
+            _when(k.last_used_at),
+            _when(k.expires_at) if k.expires_at else "never",
+        )
+        for k in keys
+    ]
+    head = ("ID", "NAME", "STATUS", "CREATED", "LAST USED", "EXPIRES")
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    for row in [head, *rows]:
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out
+        )
+    return ExitCode.OK
+
+
+def _cmd_key_create(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    scopes = tuple(s.strip() for s in args.scopes.split(",") if s.strip())
+    if not scopes:
+        raise ConfigError("--scopes needs at least one scope (or leave it out for '*')")
+
+    async def go() -> CreatedApiKey:
+        async with _client(args) as api:
+            return await api.create_api_key(
+                args.name, scopes=scopes, expires_in_days=args.expires_in_days
+            )
+
+    created = anyio.run(go)
+    expires = _when(created.expires_at) if created.expires_at else "never"
+    print(
+        f"{PROG}: created key {created.name or args.name!r} (id {created.id}, scopes "
+        f"{','.join(created.scopes) or '*'}, expires {expires})",
+        file=err,
+    )
+    print(
+        f"{PROG}: this is the only time AudioPod shows this key: store it now (a secret "
+        "manager, or an owner-only file for --api-key-file)",
+        file=err,
+    )
+    print(created.key, file=out)
+    return ExitCode.OK
+
+
+def _cmd_key_revoke(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"revoking key {args.id} needs confirmation: add --yes")
+        print(
+            f"Revoke API key {args.id}? Every request with it will be refused. [y/N] ",
+            end="",
+            file=err,
+            flush=True,
+        )
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            print(f"{PROG}: not revoked", file=err)
+            return ExitCode.OK
+
+    async def go() -> RevokedApiKey:
+        async with _client(args) as api:
+            return await api.revoke_api_key(args.id)
+
+    revoked = anyio.run(go)
+    at = f" at {_when(revoked.revoked_at)}" if revoked.revoked_at else ""
+    print(f"revoked key {revoked.id}{at}", file=out)
+    return ExitCode.OK
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _cmd_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -10,11 +10,14 @@ place that turns them into messages and exit codes.
     ├── ManifestError         the manifest cannot be used; carries every Problem found
     ├── ConfigError           a flag, environment variable or option is unusable
     └── ApiError              talking to AudioPod failed (http_status, message, body_snippet)
-        ├── AuthenticationError   401, or 403 about the key (revoked, expired): stops the run
-        ├── PermissionDenied      403 about the plan or mode: this job fails, the run goes on
+        ├── AuthenticationError   401: the key is invalid or missing; stops the run (source)
+        │   └── KeyRevoked            403 about the key: revoked or expired (reason)
+        ├── PermissionDenied      403 about the plan or mode (or a key's scopes): this job
+        │                         fails, the run goes on
         ├── InsufficientBalance   402 (required_cents, available_cents)
         ├── RequestRejected       400, 404, 413, 422 and other 4xx: permanent for this job
         │   ├── JobNotFound           404 on a job's status or delete (job_id)
+        │   ├── ApiKeyNotFound        404 on revoking an API key (key_id)
         │   └── UploadFileError       the local file to upload could not be read; nothing sent
         ├── RateLimited           429 (retry_after_s)
         ├── ServerError           5xx and 408 (retry_after_s)
@@ -28,10 +31,14 @@ place that turns them into messages and exit codes.
     ├── StateLocked           another run holds the state file's lock (path, holder_pid)
     ├── SourceFileError       a local song in the manifest cannot be read (path, reason)
     ├── BadApiKey             the key's variable holds something that is not an ap_ key
+    ├── KeyFileError          the key file is missing, unreadable, readable by others, empty
+    │                         or holds no ap_ key (path, reason); never its content
     └── OutputError           the output folder cannot be created or written (path, reason)
 
 Each message says what is wrong and, where it can, how to fix it. No message, field or repr of
-an ``ApiError`` holds the API key: server text passes through ``redact`` on the way in.
+an ``ApiError`` holds the API key: server text passes through ``redact`` on the way in. Errors
+about a key name where it came from (``source``: "AUDIOPOD_API_KEY", "key file PATH"), never
+its value.
 
 Two questions callers ask of an ``ApiError``: ``is_transient(exc)`` (may the same request
 succeed if sent again later?) and ``outcome_unknown(exc)`` (may the server have acted on it,
@@ -130,11 +137,46 @@ class ApiError(BatchpodError):
 
 
 class AuthenticationError(ApiError):
-    """The API key was refused: missing, wrong, revoked or expired. No request can succeed."""
+    """The API key was refused: missing, wrong, revoked or expired. No request can succeed.
+
+    ``source`` says where the refused key came from, for people ("AUDIOPOD_API_KEY", "key
+    file /run/secrets/audiopod"); ``None`` when unknown. It never holds the key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        http_status: int | None = None,
+        body_snippet: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, body_snippet=body_snippet)
+        self.source = source
+
+
+class KeyRevoked(AuthenticationError):
+    """A 403 about the key itself: revoked or expired (api-keys.mdx), not about the plan.
+
+    ``reason`` is ``"revoked"`` or ``"expired"`` when AudioPod's answer said which, else
+    ``None`` (a 403 that named neither the key nor the plan, outside a submit).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        source: str | None = None,
+        http_status: int | None = 403,
+        body_snippet: str | None = None,
+    ) -> None:
+        super().__init__(message, source=source, http_status=http_status, body_snippet=body_snippet)
+        self.reason = reason
 
 
 class PermissionDenied(ApiError):
-    """The key works, but its plan may not do what this job asks (a gated mode)."""
+    """The key works, but its plan (a gated mode) or its scopes may not do what is asked."""
 
 
 class InsufficientBalance(ApiError):
@@ -171,6 +213,21 @@ class JobNotFound(RequestRejected):
     ) -> None:
         super().__init__(message, http_status=http_status, body_snippet=body_snippet)
         self.job_id = job_id
+
+
+class ApiKeyNotFound(RequestRejected):
+    """No API key with this id belongs to the account (never made, or another account's)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key_id: str | None = None,
+        http_status: int | None = 404,
+        body_snippet: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, body_snippet=body_snippet)
+        self.key_id = key_id
 
 
 class UploadFileError(RequestRejected):
@@ -367,6 +424,17 @@ class BadApiKey(BatchpodError):
             f"the key in {variable} is not an AudioPod API key (those start with ap_): "
             "copy it again from the AudioPod dashboard"
         )
+
+
+class KeyFileError(BatchpodError):
+    """The key file cannot be used: missing, unreadable, open to other users, empty, or not
+    holding an ``ap_`` key. ``reason`` says which and how to fix it; nothing here ever holds
+    the file's content."""
+
+    def __init__(self, *, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"key file {path}: {reason}")
 
 
 class OutputError(BatchpodError):

@@ -49,6 +49,7 @@ class RunHeader:
     throttled: int | None = None  # of which answered 429
     retries: Mapping[str, int] | None = None  # requests sent again, by cause
     shard: tuple[int, int] | None = None  # (index, count) when the run was one shard
+    key_switched_to: str | None = None  # the fallback key's source, when the first was refused
 
 
 def default_results_path(manifest: Path, fmt: Format) -> Path:
@@ -90,6 +91,8 @@ def results_document(
         }
     if header.shard is not None:
         run["shard"] = {"index": header.shard[0], "count": header.shard[1]}
+    if header.key_switched_to:
+        run["key_switched_to"] = header.key_switched_to
     if header.stopped:
         run["stopped"] = header.stopped
     document: dict[str, Any] = {"results_version": RESULTS_VERSION, "run": run}

@@ -44,6 +44,7 @@ from batchpod.errors import (
     InsufficientBalance,
     InvalidResponse,
     JobNotFound,
+    KeyRevoked,
     PermissionDenied,
     RateLimited,
     RequestRejected,
@@ -307,7 +308,12 @@ async def test_balance_estimate_price_and_usage(
         job = await completed_job(api, fake_clock)
         after = await api.balance()
         rows = await api.usage()
-    assert before == Balance(balance_cents=10_000, total_spent_cents=0, low_balance_warning=False)
+    assert before == Balance(
+        balance_cents=10_000,
+        total_spent_cents=0,
+        low_balance_warning=False,
+        warning_threshold_cents=500,
+    )
     assert after.balance_cents == 9_950 and after.total_spent_cents == 50
     assert [(r.job_id, r.amount_cents) for r in rows] == [(job.id, 50)]
 
@@ -846,6 +852,37 @@ def test_any_error_answer_becomes_one_key_free_api_error(
     exc = error_for_status(call, status, headers, body, now=0.0, secrets=(CANARY,))
     assert isinstance(exc, ApiError)
     assert_secret_free(exc)
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "submit", "kind", "start"),
+    [
+        (401, "Invalid API key", False, AuthenticationError, "invalid or missing key: check KF ("),
+        (401, "", True, AuthenticationError, "invalid or missing key: check KF (AudioPod answered"),
+        (403, "API key has been revoked", False, KeyRevoked, "key revoked or expired: create"),
+        (403, "API key has expired", True, KeyRevoked, "key revoked or expired: create"),
+        (403, "Mode 'studio' requires the Pro plan", True, PermissionDenied, "this AudioPod plan"),
+        (403, "Invalid mode for your plan", True, PermissionDenied, "this AudioPod plan"),
+        (403, "Insufficient scope for this route", False, PermissionDenied, "the key in KF works"),
+        (403, "", True, PermissionDenied, "this AudioPod plan"),
+        (403, "", False, KeyRevoked, "key refused, probably revoked or expired: create a new key"),
+    ],
+)
+def test_auth_failures_are_told_apart_by_status_and_body(
+    status: int, detail: str, submit: bool, kind: type[ApiError], start: str
+) -> None:
+    """401 is AuthenticationError; a 403 is KeyRevoked when it names the key, PermissionDenied
+    when it names the plan or scopes (or says nothing, on submit). Key failures name the key's
+    source (here "KF"); the plan's failure does not blame the key."""
+    call = Call("POST" if submit else "GET", "/api/v1/x", "api.example", submit=submit)
+    body = json.dumps({"detail": detail}).encode() if detail else b""
+    exc = error_for_status(call, status, CIMultiDict(), body, now=0.0, key_source="KF")
+    assert type(exc) is kind and exc.message.startswith(start), exc.message
+    assert ("KF" in exc.message) is (kind is not PermissionDenied or "scope" in detail)
+    if isinstance(exc, AuthenticationError):
+        assert exc.source == "KF"
+    if isinstance(exc, KeyRevoked):
+        assert exc.reason == next((w for w in ("expired", "revoked") if w in detail), None)
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:

@@ -3,7 +3,8 @@
 One session talks to the API and carries the key (``X-API-Key`` only, never ``Authorization``,
 never across a redirect: API redirects are not followed). A second session fetches stems from
 the presigned storage links and carries no key at all. Every aiohttp exception and error status
-of the API is translated in ``_request``; those of storage in ``_download.fetch_to_file``.
+of the API is translated in ``_send``; those of storage in ``_download.fetch_to_file``.
+``_request`` owns key rotation: one switch to a fallback key when AudioPod refuses the first.
 
 It must not know terminals, the manifest, retry policy or any file but the one it uploads or
 the download target it is given: the runner owns retries, paths and what a failure means.
@@ -15,8 +16,9 @@ import ipaddress
 import math
 import mimetypes
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, TypeVar
@@ -28,24 +30,32 @@ import anyio.to_thread
 from yarl import URL
 
 from batchpod import __version__
-from batchpod.errors import ConfigError, InvalidResponse, UploadFileError
+from batchpod.errors import AuthenticationError, ConfigError, InvalidResponse, UploadFileError
 from batchpod.flow import Pacer
 
 from ._classify import Call, decode_json, error_for_exception, error_for_status
 from ._download import fetch_to_file
 from ._models import (
+    DEFAULT_KEY_SOURCE,
     SERVICE_TYPE,
+    ApiKeyInfo,
     Balance,
     ClientTimeouts,
+    CreatedApiKey,
     RemoteJob,
+    RevokedApiKey,
     UsageRow,
+    api_keys_of,
     estimate_cents_of,
+    is_key_shaped,
     price_per_minute_cents_of,
     usage_rows_of,
 )
 
 STEMS: Final = "/api/v1/stem-extraction"
 WALLET: Final = "/api/v1/api-wallet"
+AUTH: Final = "/api/v1/auth"
+DEFAULT_FALLBACK_SOURCE: Final = "the fallback key"
 MAX_JSON_BYTES: Final = 10 * 1024 * 1024  # a page of 100 jobs is ~100 KB; more is hostile
 MAX_ERROR_BYTES: Final = 64 * 1024  # enough for any error detail; the rest is not read
 DEFAULT_TIMEOUTS: Final = ClientTimeouts()
@@ -67,9 +77,20 @@ class ApiClient:
     """The AudioPod API for one run: ``async with ApiClient(...) as api: await api.status(id)``.
 
     No method retries: each makes one request and returns its result or raises one
-    ``ApiError`` subclass (see ``batchpod.errors``). Safe to share between tasks. With
-    ``max_rps``, API requests (not stem downloads) leave at most that many per second, evenly
-    spaced; ``counts`` tells what was sent.
+    ``ApiError`` subclass (see ``batchpod.errors``). Safe to share between tasks of one event
+    loop (not between threads). With ``max_rps``, API requests (not stem downloads) leave at
+    most that many per second, evenly spaced; ``counts`` tells what was sent.
+
+    ``key_source`` says where ``api_key`` came from ("AUDIOPOD_API_KEY", "key file PATH"):
+    messages about a refused key name it, never the key.
+
+    **Key rotation.** With ``fallback_key``, the first API request AudioPod refuses as an auth
+    failure (401, or a 403 saying the key is revoked or expired; not a plan's 403) switches
+    the client to the fallback for good, calls ``on_key_switch(old_source, new_source)`` once,
+    and sends that request again with the new key. Requests that were already out with the old
+    key and come back refused are sent again with the new key too, without a second switch.
+    A request the fallback key sent that is refused raises as usual: there is no third key.
+    ``key_source`` is the key in use; ``switched_to`` the fallback's source once switched.
     """
 
     def __init__(
@@ -77,6 +98,10 @@ class ApiClient:
         *,
         base_url: str,
         api_key: str,
+        key_source: str = DEFAULT_KEY_SOURCE,
+        fallback_key: str | None = None,
+        fallback_source: str | None = None,
+        on_key_switch: Callable[[str, str], None] | None = None,
         max_connections: int = 100,
         timeouts: ClientTimeouts = DEFAULT_TIMEOUTS,
         user_agent: str | None = None,
@@ -84,10 +109,32 @@ class ApiClient:
         max_rps: float | None = None,
     ) -> None:
         self._base = _checked_base_url(base_url)
-        _check_key(api_key)
+        if not isinstance(key_source, str) or not key_source.strip():
+            raise ConfigError("key_source must name where the key came from")
+        _check_key(api_key, source=key_source)
+        if fallback_key is None and fallback_source is not None:
+            raise ConfigError(f"{fallback_source} is named as the fallback, but no key was given")
+        fallback_source = fallback_source or DEFAULT_FALLBACK_SOURCE
+        if fallback_key is not None:
+            _check_key(fallback_key, source=fallback_source)
+            if fallback_key == api_key:
+                raise ConfigError(
+                    f"the fallback key ({fallback_source}) is the same key as {key_source}: "
+                    "give a different key, or none"
+                )
         if max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, got {max_connections}")
         self._key = api_key
+        self._source = key_source
+        self._fallback = fallback_key
+        self._fallback_source = fallback_source
+        self._on_key_switch = on_key_switch
+        # Bumped when the fallback takes over; each request notes the generation of the key it
+        # carried, so a refusal of an already-replaced key re-sends instead of switching again.
+        self._generation = 0
+        self._switched_to: str | None = None
+        # Every key this client has held or made: masked in any server text that echoes one.
+        self._secrets: list[str] = [k for k in (api_key, fallback_key) if k is not None]
         self._max_connections = max_connections
         self._timeouts = timeouts
         self._user_agent = user_agent or f"batchpod/{__version__}"
@@ -102,19 +149,26 @@ class ApiClient:
         """The API's scheme, host, port and any path prefix, without a trailing slash."""
         return str(self._base)
 
+    @property
+    def key_source(self) -> str:
+        """Where the key in use came from: ``key_source``, or the fallback's once switched."""
+        return self._source
+
+    @property
+    def switched_to(self) -> str | None:
+        """The fallback key's source once the client has switched to it, else ``None``."""
+        return self._switched_to
+
     def __repr__(self) -> str:
-        return f"ApiClient(base_url={self.base_url!r})"
+        return f"ApiClient(base_url={self.base_url!r}, key_source={self._source!r})"
 
     async def __aenter__(self) -> ApiClient:
         if self._api is not None:
             raise RuntimeError("this ApiClient is already open")
         t = self._timeouts
+        # The key goes on each request (``_send``), not here: it may change mid-run.
         self._api = aiohttp.ClientSession(
-            headers={
-                "X-API-Key": self._key,
-                "User-Agent": self._user_agent,
-                "Accept": "application/json",
-            },
+            headers={"User-Agent": self._user_agent, "Accept": "application/json"},
             connector=aiohttp.TCPConnector(limit=self._max_connections),
             timeout=aiohttp.ClientTimeout(
                 total=t.total_s, sock_connect=t.connect_s, sock_read=t.read_s
@@ -159,26 +213,37 @@ class ApiClient:
 
     async def submit_file(self, path: Path, *, mode: str, stem: str | None) -> RemoteJob:
         """Submit a local file as a streamed multipart upload (field ``file``, §3.1)."""
-        try:
-            handle, content_type = await anyio.to_thread.run_sync(_open_upload, path)
-        except OSError as exc:
-            raise UploadFileError(
-                f"cannot read {path} to upload it ({exc.strerror or exc}); check that the file "
-                "exists and is readable"
-            ) from exc
-        with handle:
+        opened: list[IO[bytes]] = []
+
+        async def form() -> aiohttp.FormData:
+            # aiohttp closes the file once it has sent it: a re-send after a key switch opens
+            # it again and builds a new form.
+            try:
+                handle, content_type = await anyio.to_thread.run_sync(_open_upload, path)
+            except OSError as exc:
+                raise UploadFileError(
+                    f"cannot read {path} to upload it ({exc.strerror or exc}); check that the "
+                    "file exists and is readable"
+                ) from exc
+            opened.append(handle)
             # Raw UTF-8 names, as browsers and the SDK send them; aiohttp's default would send
             # "my%20song.wav", which a FastAPI server keeps as the name.
-            form = aiohttp.FormData(quote_fields=False)
-            form.add_field("mode", str(mode))
+            data = aiohttp.FormData(quote_fields=False)
+            data.add_field("mode", str(mode))
             if stem is not None:
-                form.add_field("stem", str(stem))
+                data.add_field("stem", str(stem))
             # A file object makes aiohttp stream the part in chunks: never read whole.
-            form.add_field("file", handle, filename=_upload_name(path), content_type=content_type)
-            t = self._timeouts
-            timeout = aiohttp.ClientTimeout(sock_connect=t.connect_s, sock_read=t.upload_read_s)
-            call = self._call("POST", f"{STEMS}/api/extract", submit=True)
-            body = await self._request(call, data=form, client_timeout=timeout)
+            data.add_field("file", handle, filename=_upload_name(path), content_type=content_type)
+            return data
+
+        t = self._timeouts
+        timeout = aiohttp.ClientTimeout(sock_connect=t.connect_s, sock_read=t.upload_read_s)
+        call = self._call("POST", f"{STEMS}/api/extract", submit=True)
+        try:
+            body = await self._request(call, form=form, client_timeout=timeout)
+        finally:
+            for handle in opened:  # those aiohttp did not get to send (and close)
+                handle.close()
         return _job(call, body)
 
     async def status(self, job_id: str) -> RemoteJob:
@@ -233,6 +298,49 @@ class ApiClient:
         call = self._call("GET", f"{WALLET}/pricing")
         return _parsed(call, price_per_minute_cents_of, await self._request(call))
 
+    # -- API keys (§8) -------------------------------------------------------------------------
+
+    async def list_api_keys(self) -> list[ApiKeyInfo]:
+        """The account's API keys, revoked and expired ones included: metadata, never values."""
+        call = self._call("GET", f"{AUTH}/api-keys")
+        body = await self._request(call)
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        return _parsed(call, lambda data: api_keys_of(data, now=now), body)
+
+    async def create_api_key(
+        self, name: str, *, scopes: Sequence[str] = ("*",), expires_in_days: int | None = None
+    ) -> CreatedApiKey:
+        """Make a new key of the same account (same wallet and jobs); it works at once.
+
+        The answer is the only time AudioPod shows the key's value: it is in
+        ``CreatedApiKey.key`` and nowhere else. Not idempotent: if this raises an error with
+        ``outcome_unknown``, a key may exist; ``list_api_keys`` shows it.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("an API key needs a non-empty name")
+        if isinstance(scopes, str) or not all(isinstance(x, str) for x in scopes):
+            raise ValueError("scopes must be a sequence of strings, such as ('*',)")
+        if expires_in_days is not None and (
+            isinstance(expires_in_days, bool)
+            or not isinstance(expires_in_days, int)
+            or expires_in_days < 1
+        ):
+            raise ValueError(f"expires_in_days must be a whole number >= 1: {expires_in_days!r}")
+        call = self._call("POST", f"{AUTH}/api-keys")
+        payload = {"name": name, "scopes": list(scopes), "expires_in_days": expires_in_days}
+        body = await self._request(call, json_body=payload)
+        if isinstance(body, dict) and isinstance(value := body.get("api_key"), str) and value:
+            self._secrets.append(value)  # masked from here on, even if the answer is unusable
+        return _parsed(call, CreatedApiKey.from_json, body)
+
+    async def revoke_api_key(self, key_id: str) -> RevokedApiKey:
+        """Revoke one of the account's keys (this client's own included: its next request is
+        then refused). Revoking a revoked key again is harmless; an unknown id raises
+        ``ApiKeyNotFound``."""
+        call = self._call("DELETE", f"{AUTH}/api-keys/{_segment(key_id)}", key_id=key_id)
+        body = await self._request(call)
+        return RevokedApiKey.from_json(body, key_id=key_id)
+
     # -- downloads ---------------------------------------------------------------------------
 
     async def download(
@@ -259,31 +367,99 @@ class ApiClient:
     # -- the seam ----------------------------------------------------------------------------
 
     def _call(
-        self, method: str, path: str, *, submit: bool = False, job_id: str | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        submit: bool = False,
+        job_id: str | None = None,
+        key_id: str | None = None,
     ) -> Call:
-        return Call(method, path, self._base.host or "", submit=submit, job_id=job_id)
+        return Call(
+            method, path, self._base.host or "", submit=submit, job_id=job_id, key_id=key_id
+        )
 
     async def _request(
         self,
         call: Call,
         *,
         data: Any = None,
+        form: Callable[[], Awaitable[aiohttp.FormData]] | None = None,
         json_body: Any = None,
         params: dict[str, str] | None = None,
         client_timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
         """Send one API request; return its decoded JSON (``None`` for an empty body).
 
-        The one place where aiohttp exceptions and HTTP error statuses become ``ApiError``s.
+        ``form`` builds a multipart body afresh for each sending. When AudioPod refuses the
+        key and a fallback takes over (``_switch_key``), the request is sent once more with it.
         """
         session = self._open_session(self._api)
+        for attempt in (1, 2):
+            if self._pacer is not None:
+                await self._pacer.wait()
+            # Read together, with no await between: the generation is that of this key.
+            key, source, generation = self._key, self._source, self._generation
+            try:
+                return await self._send(
+                    session,
+                    call,
+                    key=key,
+                    source=source,
+                    data=await form() if form is not None else data,
+                    json_body=json_body,
+                    params=params,
+                    client_timeout=client_timeout,
+                )
+            except AuthenticationError:
+                if attempt == 2 or not self._switch_key(sent_with=generation):
+                    raise
+            # AudioPod checks the key before anything else: a request refused with 401 or a
+            # key's 403 was not acted on. A submit refused so created no job and charged
+            # nothing, so sending it again with the new key cannot make a duplicate.
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _switch_key(self, *, sent_with: int) -> bool:
+        """Whether a request whose key (of generation ``sent_with``) was refused should be sent
+        again: yes if the fallback has taken over since, or takes over now; no without one.
+
+        Synchronous, so no other task runs between the check and the switch: of many requests
+        refused at once, the first switches and the rest only see the new generation.
+        """
+        if self._generation > sent_with:
+            return True  # another request switched while this one was out
+        if self._fallback is None:
+            return False  # no fallback, or it is the key that was just refused
+        old = self._source
+        self._key, self._source = self._fallback, self._fallback_source
+        self._fallback = None
+        self._generation += 1
+        self._switched_to = self._source
+        if self._on_key_switch is not None:
+            self._on_key_switch(old, self._source)
+        return True
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        call: Call,
+        *,
+        key: str,
+        source: str,
+        data: Any,
+        json_body: Any,
+        params: dict[str, str] | None,
+        client_timeout: aiohttp.ClientTimeout | None,
+    ) -> Any:
+        """Send one API request with ``key``; its decoded JSON (``None`` for an empty body).
+
+        The one place where aiohttp exceptions and HTTP error statuses become ``ApiError``s.
+        """
         url = URL(str(self._base) + call.path, encoded=True)
-        options: dict[str, Any] = {"allow_redirects": False}
+        options: dict[str, Any] = {"allow_redirects": False, "headers": {"X-API-Key": key}}
         if client_timeout is not None:
             options["timeout"] = client_timeout
         read_s = (client_timeout or session.timeout).sock_read or self._timeouts.read_s
-        if self._pacer is not None:
-            await self._pacer.wait()
         self.counts.requests += 1
         try:
             async with session.request(
@@ -300,7 +476,13 @@ class ApiClient:
             if status == 429:
                 self.counts.throttled += 1
             raise error_for_status(
-                call, status, headers, body, now=self._clock(), secrets=(self._key,)
+                call,
+                status,
+                headers,
+                body,
+                now=self._clock(),
+                secrets=tuple(self._secrets),
+                key_source=source,
             )
         if status == 204 or not body.strip():
             return None
@@ -397,17 +579,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_key(api_key: str) -> None:
+def _check_key(api_key: str, *, source: str) -> None:
     """Refuse a key AudioPod would refuse, before anything is sent; never echo it."""
     if not isinstance(api_key, str) or not api_key:
-        raise ConfigError("the API key is empty; set it to a key from the AudioPod dashboard")
+        raise ConfigError(
+            f"the API key from {source} is empty; set it to a key from the AudioPod dashboard"
+        )
     if not api_key.startswith("ap_") or len(api_key) < 4:
         raise ConfigError(
-            "the API key does not look like an AudioPod key (they start with 'ap_'); copy it "
-            "again from the AudioPod dashboard"
+            f"the API key from {source} does not look like an AudioPod key (they start with "
+            "'ap_'); copy it again from the AudioPod dashboard"
         )
-    if not api_key.isascii() or not api_key.isprintable() or any(c.isspace() for c in api_key):
+    if not is_key_shaped(api_key):
         raise ConfigError(
-            "the API key contains spaces, line breaks or other unexpected characters (a "
-            "stray newline from a file?); copy it again"
+            f"the API key from {source} contains spaces, line breaks or other unexpected "
+            "characters (a stray newline from a file?); copy it again"
         )

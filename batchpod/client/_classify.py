@@ -23,12 +23,14 @@ import aiohttp
 from batchpod.budget import usd
 from batchpod.errors import (
     ApiError,
+    ApiKeyNotFound,
     AuthenticationError,
     DownloadError,
     DownloadLinkExpired,
     InsufficientBalance,
     InvalidResponse,
     JobNotFound,
+    KeyRevoked,
     PermissionDenied,
     RateLimited,
     RequestRejected,
@@ -37,22 +39,26 @@ from batchpod.errors import (
     redact,
 )
 
-from ._models import ClientTimeouts, cents_of
+from ._models import DEFAULT_KEY_SOURCE, ClientTimeouts, cents_of
 
 #: Statuses that usually pass: the request may succeed if sent again later.
 TRANSIENT_STATUSES: Final = frozenset({408, 500, 502, 503, 504})
 _DETAIL_CHARS: Final = 300
 _LIST_ITEMS: Final = 5
-# A 403 that names one of these is about the key (api-keys.mdx: "revoked or expired")...
+# A 403 that names one of these is about the key (api-keys.mdx: "revoked or expired"). A bare
+# "invalid" is not enough ("Invalid mode for your plan" is about the plan): it must be the key.
 _KEY_WORDS = re.compile(
-    r"\b(revoked|expired|invalid|disabled|deactivated|inactive|not authenticated|"
-    r"unauthori[sz]ed)\b",
+    r"\b(revoked|expired|disabled|deactivated|inactive|not authenticated|unauthori[sz]ed|"
+    r"invalid (?:api )?key|invalid token|invalid credentials)\b",
     re.IGNORECASE,
 )
-# ... and one that names these is about what the plan allows (§5 "rejected", §9).
+# ... one that names these is about what the plan allows (§5 "rejected", §9) ...
 _PLAN_WORDS = re.compile(
     r"\b(plan|plans|upgrade|tier|subscription|feature|package|not included)\b", re.IGNORECASE
 )
+# ... and one that names these is about what the key's scopes allow (§1: scopes exist; whether
+# REST checks them is undocumented). The key works: switching keys would not be the answer.
+_SCOPE_WORDS = re.compile(r"\b(scope|scopes)\b", re.IGNORECASE)
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _S3_FIELD = re.compile(r"<(Code|Message)>(.*?)</\1>", re.DOTALL)
 _TAG = re.compile(r"<[^>]{0,200}>")
@@ -67,6 +73,7 @@ class Call:
     host: str
     submit: bool = False  # the non-idempotent submit: a 403 there is about the plan
     job_id: str | None = None  # set on a job's status and delete: a 404 is JobNotFound
+    key_id: str | None = None  # set on revoking an API key: a 404 is ApiKeyNotFound
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -135,8 +142,13 @@ def error_for_status(
     *,
     now: float,
     secrets: Iterable[str] = (),
+    key_source: str = DEFAULT_KEY_SOURCE,
 ) -> ApiError:
-    """The error an unsuccessful API response stands for (the contract's §9 table)."""
+    """The error an unsuccessful API response stands for (the contract's §9 table).
+
+    ``key_source`` names where the request's key came from (never the key), for the messages
+    of a refused key.
+    """
     secrets = tuple(secrets)
     detail = server_detail(body, secrets=secrets)
     said = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
@@ -144,8 +156,8 @@ def error_for_status(
     common: dict[str, Any] = {"http_status": status, "body_snippet": snippet}
     if status == 401:
         return AuthenticationError(
-            f"AudioPod refused the API key ({said}); check that the key is set and is one the "
-            "AudioPod dashboard lists",
+            f"invalid or missing key: check {key_source} (AudioPod answered {said})",
+            source=key_source,
             **common,
         )
     if status == 402:
@@ -158,7 +170,7 @@ def error_for_status(
             **common,
         )
     if status == 403:
-        return _forbidden(call, said, detail or "", common)
+        return _forbidden(call, said, detail or "", common, key_source=key_source)
     if status == 429:
         wait = parse_retry_after(headers.get("Retry-After"), now=now)
         when = f"retry after {wait:g} s" if wait is not None else "retry later"
@@ -184,6 +196,12 @@ def error_for_status(
         return JobNotFound(
             f"job {call.job_id}: {detail or 'not found'} (deleted, or made with another key)",
             job_id=call.job_id,
+            **common,
+        )
+    if status == 404 and call.key_id is not None:
+        return ApiKeyNotFound(
+            f"no API key with id {call.key_id} ({said}): list the keys to see their ids",
+            key_id=call.key_id,
             **common,
         )
     if status == 404:
@@ -294,22 +312,41 @@ def download_failure(exc: BaseException, *, where: str) -> DownloadError:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _forbidden(call: Call, said: str, detail: str, common: dict[str, Any]) -> ApiError:
-    """403 is the key (revoked, expired) or the plan (a gated mode): tell them apart by the body.
+def _forbidden(
+    call: Call, said: str, detail: str, common: dict[str, Any], *, key_source: str
+) -> ApiError:
+    """403 is the key (revoked, expired), the plan (a gated mode) or the key's scopes: tell them
+    apart by the body, the key first (a dead key stops everything; a fallback key may help).
 
-    When the body says neither, a 403 on submit is taken as the plan (that job fails, the run
-    goes on), and anywhere else as the key (no other request depends on the plan).
+    When the body says none of these, a 403 on submit is taken as the plan (that job fails,
+    the run goes on), and anywhere else as the key (no other request depends on the plan).
     """
-    about_key = bool(_KEY_WORDS.search(detail))
-    about_plan = not about_key and bool(_PLAN_WORDS.search(detail))
-    if about_key or not (about_plan or call.submit):
-        return AuthenticationError(
-            f"AudioPod refused the API key as revoked or expired ({said}); create a new key in "
-            "the AudioPod dashboard and use it instead",
+    key_words = {m.lower() for m in _KEY_WORDS.findall(detail)}
+    if key_words:
+        reason = next((w for w in ("expired", "revoked") if w in key_words), None)
+        return KeyRevoked(
+            f"key revoked or expired: create a new key and put it in {key_source} "
+            f"(AudioPod answered {said})",
+            reason=reason,
+            source=key_source,
             **common,
         )
-    return PermissionDenied(
-        f"this AudioPod plan may not run this job ({said}); upgrade the plan or use another mode",
+    if _PLAN_WORDS.search(detail) or (call.submit and not _SCOPE_WORDS.search(detail)):
+        return PermissionDenied(
+            f"this AudioPod plan may not run this job ({said}); upgrade the plan or use another "
+            "mode",
+            **common,
+        )
+    if _SCOPE_WORDS.search(detail):
+        return PermissionDenied(
+            f"the key in {key_source} works, but its scopes do not allow {call} ({said}); use a "
+            'key created with the "*" scope',
+            **common,
+        )
+    return KeyRevoked(
+        f"key refused, probably revoked or expired: create a new key and put it in "
+        f"{key_source} (AudioPod answered {said})",
+        source=key_source,
         **common,
     )
 
