@@ -30,6 +30,7 @@ from batchpod.errors import BadApiKey, ConfigError, MissingApiKey
 from batchpod.keys import KeySource, read_key
 from batchpod.manifest import load_manifest
 from batchpod.models import Manifest
+from batchpod.progress import LogReporter
 from batchpod.results import Format
 from batchpod.runner import Reporter, StopReason
 from batchpod.shards import Shard
@@ -71,20 +72,6 @@ def exit_code_of(summary: RunSummary) -> int:
     if any(not result.ok for result in summary.results):
         return ExitCode.JOBS_FAILED
     return ExitCode.OK
-
-
-class _Silent:
-    """The reporter of a run embedded without one: progress goes to the ``batchpod`` logger's
-    events only (see ``batchpod.logs``)."""
-
-    def job_event(self, job: object, event: str, detail: str = "") -> None:
-        pass
-
-    def job_finished(self, result: object) -> None:
-        pass
-
-    def spent(self, cents: int) -> None:
-        pass
 
 
 def api_key_from_env(variable: str = API_KEY_ENV) -> str:
@@ -171,8 +158,10 @@ async def run_manifest(
     makes SIGINT/SIGTERM stop the run cleanly (main thread only; off by default, as the host
     application owns its signals).
     """
+    if not isinstance(path, Manifest):  # a large manifest takes seconds: off the event loop
+        path = await anyio.to_thread.run_sync(load_manifest, path)
     manifest = with_budget(
-        path if isinstance(path, Manifest) else load_manifest(path),
+        path,
         max_spend_cents=max_spend_cents,
         keep_balance_cents=keep_balance_cents,
     )
@@ -195,7 +184,9 @@ async def run_manifest(
             base_url=url,
             key_source=source.describe() if not sandbox else "the sandbox's key",
             fallback_key=fallback,
-            fallback_source=fallback_key_source.describe() if fallback_key_source else None,
+            fallback_source=(
+                fallback_key_source.describe() if fallback and fallback_key_source else None
+            ),
             sandbox=sandbox,
             download=download,
             results_path=results_path,
@@ -213,7 +204,7 @@ async def run_manifest(
             handle_signals=handle_signals,
         )
         return await run_batch(
-            manifest, options, reporter=reporter or _Silent(), exit_code_of=exit_code_of
+            manifest, options, reporter=reporter or LogReporter(), exit_code_of=exit_code_of
         )
 
 

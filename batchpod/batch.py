@@ -115,8 +115,10 @@ async def run_batch(
 ) -> RunSummary:
     """Run every job of ``manifest``; write and return the results (see the module docstring)."""
     started = time.time()
-    results_path = options.results_path or shard_path(
-        default_results_path(manifest.path, options.results_format),
+    # Each shard has files of its own, also where the caller named them: shards given the
+    # same --results or --state must not overwrite or lock out each other.
+    results_path = shard_path(
+        options.results_path or default_results_path(manifest.path, options.results_format),
         options.shard,
         stem=manifest.path.stem,
     )
@@ -146,11 +148,9 @@ async def run_batch(
         balance_before_reserve=options.balance_before_reserve,
     )
     writer = _ResultsWriter(results_path, options.results_format, base=manifest.path.parent)
-    state_path = options.state_path
-    if state_path is None:
-        state_path = default_state_path(manifest.path)
-        stem = state_path.name.removesuffix(".batchpod.db")
-        state_path = shard_path(state_path, options.shard, stem=stem)
+    state_path = options.state_path or default_state_path(manifest.path)
+    stem = default_state_path(manifest.path).name.removesuffix(".batchpod.db")
+    state_path = shard_path(state_path, options.shard, stem=stem)
     # Before anything is paid for: the stems and the results must have somewhere to go.
     output_dir = manifest.output_dir if options.download else None
     await anyio.to_thread.run_sync(_check_writable, output_dir, results_path)

@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-file",
         metavar="PATH",
         type=Path,
-        help="append the log (every event, in --log-format) to PATH instead of stderr",
+        help="append the log to PATH instead of stderr (created owner-only); warnings and "
+        "errors still reach stderr",
     )
     run.add_argument(
         "--shard",
@@ -651,6 +652,7 @@ def _cmd_sandbox(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _logging_to(handlers: Sequence[logging.Handler]) -> Iterator[None]:
     """Send the batchpod logger's records to ``handlers`` for the length of one command."""
     logger = logging.getLogger(PROG)
+    level, propagate = logger.level, logger.propagate
     for handler in handlers:
         logger.addHandler(handler)
     # No record is made that no handler wants (a --quiet run makes one per job otherwise).
@@ -661,6 +663,8 @@ def _logging_to(handlers: Sequence[logging.Handler]) -> Iterator[None]:
     finally:
         for handler in handlers:
             logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _key_source(args: argparse.Namespace) -> KeySource:
@@ -669,7 +673,14 @@ def _key_source(args: argparse.Namespace) -> KeySource:
         if args.api_key_env is not None:
             raise ConfigError("give --api-key-env or --api-key-file, not both")
         return KeySource.file(args.api_key_file)
-    return KeySource.env(args.api_key_env or API_KEY_ENV)
+    return _env_source(API_KEY_ENV if args.api_key_env is None else args.api_key_env)
+
+
+def _env_source(variable: str) -> KeySource:
+    try:
+        return KeySource.env(variable)
+    except ValueError as exc:
+        raise ConfigError(f"not an environment variable's name: {variable!r}") from exc
 
 
 def _api_key(args: argparse.Namespace) -> str:
@@ -702,11 +713,12 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return _show_estimate(manifest, args, out)
     if not args.sandbox:
         _api_key(args)  # a missing key is reported before anything else happens
-    fallback = KeySource.env(args.fallback_key_env) if args.fallback_key_env else None
+    fallback = None if args.fallback_key_env is None else _env_source(args.fallback_key_env)
     bar = None
     reporter: Reporter = LogReporter()
     if err.isatty() and not args.quiet and (args.log_format == "text" or args.log_file):
-        bar = BarReporter(len(manifest.jobs), stream=err)
+        # A shard's share of the jobs is known only once their keys are: no total then.
+        bar = BarReporter(len(manifest.jobs) if args.shard is None else None, stream=err)
         reporter = TeeReporter(bar, reporter)
         args.people_log.setLevel(logging.WARNING)  # the bar shows the progress
         if not args.log_file:

@@ -82,7 +82,7 @@ class LogReporter:
 class BarReporter:
     """A tqdm bar: jobs done of all, failed, in flight, spend so far, ETA."""
 
-    def __init__(self, total: int, *, stream: TextIO) -> None:
+    def __init__(self, total: int | None, *, stream: TextIO) -> None:
         self.bar = tqdm(total=total, file=stream, unit="job", dynamic_ncols=True, leave=True)
         self.failed = 0
         self.started = 0

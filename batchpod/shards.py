@@ -68,14 +68,15 @@ class Shard:
 
 
 def shard_path(path: Path, shard: Shard | None, *, stem: str) -> Path:
-    """A file named after the manifest (whose name without ``.yaml`` is ``stem``), for the
-    shard: ``jobs.results.yaml`` -> ``jobs.shard-3-of-8.results.yaml`` (unchanged without a
-    shard)."""
+    """The shard's own file for ``path`` (unchanged without a shard). A file named after the
+    manifest (whose name without ``.yaml`` is ``stem``) gets the shard's name after the stem:
+    ``jobs.results.yaml`` -> ``jobs.shard-3-of-8.results.yaml``; any other name gets it
+    before its last suffix: ``out/r.yaml`` -> ``out/r.shard-3-of-8.yaml``."""
     if shard is None:
         return path
-    if not path.name.startswith(f"{stem}."):
-        raise ValueError(f"{path.name} is not named after the manifest {stem}")
-    return path.with_name(f"{stem}.{shard.name}{path.name[len(stem) :]}")
+    if path.name.startswith(f"{stem}."):
+        return path.with_name(f"{stem}.{shard.name}{path.name[len(stem) :]}")
+    return path.with_name(f"{path.stem}.{shard.name}{path.suffix}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +129,12 @@ def merge(paths: Sequence[Path], *, manifest: Path | None = None) -> Merged:
             f"cannot find the manifest {manifest_path} that the results name: "
             "give it with --manifest"
         )
+    if sha and _sha256(manifest_path) != sha:
+        raise ConfigError(
+            f"{manifest_path} has changed since the shards ran: merge needs the manifest "
+            "they ran (give that version with --manifest)"
+        )
     order = [job.name for job in load_manifest(manifest_path).jobs]
-    if manifest is not None and sha and _sha256(manifest_path) != sha:
-        raise ConfigError(f"{manifest_path} has changed since the shards ran: merge needs the same")
 
     entries: dict[str, Mapping[str, Any]] = {}
     for path, doc in docs:
@@ -139,6 +143,9 @@ def merge(paths: Sequence[Path], *, manifest: Path | None = None) -> Merged:
             if name in entries:
                 raise ConfigError(f"job {name!r} is in more than one file (again in {path})")
             entries[name] = entry
+    strangers = sorted(set(entries) - set(order))
+    if strangers:  # cannot happen with the manifest they ran: never drop results silently
+        raise ConfigError(f"the results list jobs the manifest does not: {', '.join(strangers)}")
     jobs = [entries[name] for name in order if name in entries]
     missing = tuple(name for name in order if name not in entries)
     return Merged(

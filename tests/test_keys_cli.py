@@ -223,3 +223,28 @@ def test_a_plan_gated_mode_fails_only_its_own_job(tmp_path: Path) -> None:
         "batchpod: three: failed: PermissionDenied (HTTP 403): this AudioPod plan"
     )
     assert "revoked" not in err and "invalid or missing key" not in err
+
+
+@pytest.mark.parametrize(
+    "argv", [["--fallback-key-env", "A=B"], ["--api-key-env", "A=B"], ["--api-key-env", ""]]
+)
+def test_a_variable_name_that_cannot_be_one_is_one_clear_line(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """A name with '=' (or none at all) is refused before anything happens (exit 2)."""
+    path = write_manifest(tmp_path, JOBS)
+    code, out, err = cli("run", str(path), *argv, env={"AUDIOPOD_API_KEY": "ap_x_0000000000"})
+    assert (code, out) == (2, "")
+    (line,) = err.splitlines()
+    assert line.startswith("batchpod: error: not an environment variable's name: ")
+
+
+def test_a_fallback_is_not_needed_against_a_sandbox(tmp_path: Path) -> None:
+    """--sandbox brings its own key: a fallback named beside it is simply not used."""
+    path = write_manifest(tmp_path, JOBS)
+    code, out, err = cli(
+        "run", str(path), "--sandbox", "--no-download", "--fallback-key-env", "NEXT",
+        env={"NEXT": "ap_next_000000000000000"},
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("done: 2 completed")

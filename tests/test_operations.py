@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -254,15 +255,31 @@ def test_python_api_runs_a_manifest_and_returns_every_result(
 ) -> None:
     """run_manifest_sync: the summary with each job's result and the CLI's exit code."""
     path = write_manifest(tmp_path, _url_jobs(5))
-    summary = batchpod.run_manifest_sync(
-        path,
-        api_key=sandbox_thread.api_key,
-        base_url=sandbox_thread.base_url,
-        download=False,
-        shard="1/2",
-    )
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("batchpod")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        summary = batchpod.run_manifest_sync(
+            path,
+            api_key=sandbox_thread.api_key,
+            base_url=sandbox_thread.base_url,
+            download=False,
+            shard="1/2",
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
     owned = [j.name for j in load_manifest(path).jobs if Shard(1, 2).owns(job_key(j))]
     assert summary.exit_code == 0
+    finished = [
+        r.batchpod_fields["job"]  # type: ignore[attr-defined]
+        for r in records
+        if getattr(r, "batchpod_event", None) == "job_finished"
+    ]
+    assert sorted(finished) == sorted(owned)  # progress reaches the logger by default
     assert [r.job.name for r in summary.results] == owned
     assert all(r.status.value == "completed" and r.remote_id for r in summary.results)
     assert summary.results_path == tmp_path / "jobs.shard-1-of-2.results.yaml"
@@ -333,3 +350,57 @@ async def test_budget_scope_wallet_keeps_the_shared_balance_across_shards(tmp_pa
     wallet_scope = await _two_shards_at_once(tmp_path, scope="wallet")
     assert shard_scope < 200 - 30  # the control: side by side, each spent its own $1.00
     assert wallet_scope >= 200 - 2 * 10  # at most one 10-cent job per shard past the floor
+
+
+def test_merge_refuses_a_manifest_changed_since_the_shards_ran(
+    tmp_path: Path, sandbox_thread: SandboxThread
+) -> None:
+    """A job removed from the manifest after the shards ran: merge refuses (exit 2) rather
+    than drop that job's results."""
+    path = write_manifest(tmp_path, _url_jobs(4))
+    for index in (0, 1):
+        code, _, err = run_cli(sandbox_thread, path, "--shard", f"{index}/2", "--no-download")
+        assert code == 0, err
+    write_manifest(tmp_path, _url_jobs(3))  # the last job is gone
+    files = [str(tmp_path / f"jobs.shard-{i}-of-2.results.yaml") for i in (0, 1)]
+    err = io.StringIO()
+    code = main(["merge", *files], stdout=io.StringIO(), stderr=err)
+    assert code == 2
+    assert err.getvalue().strip() == (
+        f"batchpod: error: {path} has changed since the shards ran: merge needs the manifest "
+        "they ran (give that version with --manifest)"
+    )
+    assert not (tmp_path / "jobs.results.yaml").exists()
+
+
+def test_shards_given_one_results_and_state_path_keep_files_of_their_own(
+    tmp_path: Path, sandbox_thread: SandboxThread
+) -> None:
+    """--results and --state named by the user still get the shard's name: shards sharing
+    one command line neither overwrite nor lock out each other."""
+    path = write_manifest(tmp_path, _url_jobs(6))
+    out = tmp_path / "out"
+    out.mkdir()
+    for index in (0, 1):
+        code, _, err = run_cli(
+            sandbox_thread, path, "--shard", f"{index}/2", "--no-download",
+            "--results", str(out / "r.yaml"), "--state", str(out / "s.db"),
+        )  # fmt: skip
+        assert code == 0, err
+    names = sorted(p.name for p in out.iterdir() if not p.name.endswith((".lock", "-wal", "-shm")))
+    assert names == [
+        "r.shard-0-of-2.yaml", "r.shard-1-of-2.yaml", "s.shard-0-of-2.db", "s.shard-1-of-2.db",
+    ]  # fmt: skip
+    jobs = [len(yaml.safe_load((out / n).read_text())["jobs"]) for n in names[:2]]
+    assert sum(jobs) == 6
+
+
+def test_the_cli_leaves_the_logger_as_it_found_it(
+    tmp_path: Path, sandbox_thread: SandboxThread
+) -> None:
+    """An embedding application's logging is untouched by a CLI run in its process."""
+    logger = logging.getLogger("batchpod")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    code, _, _ = run_cli(sandbox_thread, write_manifest(tmp_path, _url_jobs(1)), "--quiet")
+    assert code == 0
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before
