@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -240,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
     status.add_argument("--state", metavar="PATH", type=Path, help="the state file to read")
     status.add_argument("-v", "--verbose", action="store_true", help="one line per job")
+    status.add_argument(
+        "--shard",
+        metavar="I/N",
+        type=_shard,
+        help="show shard I of N: its state file and its jobs only",
+    )
     status.set_defaults(handler=_cmd_status)
 
     estimate = commands.add_parser(
@@ -788,13 +795,21 @@ def _cmd_balance(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     manifest = load_manifest(args.manifest)
-    path = args.state or default_state_path(manifest.path)
+    default = default_state_path(manifest.path)
+    stem = default.name.removesuffix(".batchpod.db")
+    path = shards.shard_path(args.state or default, args.shard, stem=stem)
+    title = manifest.path.name + (f" shard {args.shard}" if args.shard else "")
     if not path.exists():
-        print(f"{manifest.path.name}: {len(manifest.jobs)} jobs, none run yet ({path})", file=out)
+        jobs = "" if args.shard else f" {len(manifest.jobs)} jobs,"  # a shard's: not known yet
+        print(f"{title}:{jobs} none run yet ({path})", file=out)
         return ExitCode.OK
     with Journal.open(path, create=False, readonly=True) as journal:
         records = journal.records()
         keys = anyio.run(functools.partial(job_keys, manifest.jobs, journal, remember=False))
+    if args.shard is not None:
+        mine = [i for i, key in enumerate(keys) if args.shard.owns(key)]
+        manifest = dataclasses.replace(manifest, jobs=tuple(manifest.jobs[i] for i in mine))
+        keys = [keys[i] for i in mine]
     counts: dict[str, int] = {}
     lines = []
     for job, key in zip(manifest.jobs, keys, strict=True):
@@ -807,7 +822,7 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             lines.append(f"{job.name}: {state}{remote}{error}")
     order = [s.value for s in JobState]
     summary = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
-    print(f"{manifest.path.name}: {len(manifest.jobs)} jobs: {summary}", file=out)
+    print(f"{title}: {len(manifest.jobs)} jobs: {summary}", file=out)
     for line in lines:
         print(f"  {line}", file=out)
     return ExitCode.OK

@@ -229,6 +229,13 @@ def _document(
     ]
     if stopped:
         run["stopped"] = "; ".join(stopped)
+    switched = [
+        f"shard {_index(doc)}: {doc['run']['key_switched_to']}"
+        for _, doc in docs
+        if doc["run"].get("key_switched_to")
+    ]
+    if switched:
+        run["key_switched_to"] = "; ".join(switched)
     if missing:
         run["missing"] = list(missing)
     return {"results_version": RESULTS_VERSION, "run": run, "jobs": jobs}

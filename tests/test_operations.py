@@ -125,6 +125,9 @@ def test_four_shard_processes_do_every_job_once_and_merge_to_one_run(
     assert sum(sizes) == 200 and min(sizes) > 0
 
     out = io.StringIO()
+    assert main(["status", str(path), "--shard", "2/4"], stdout=out) == 0
+    assert out.getvalue() == f"jobs.yaml shard 2/4: {sizes[2]} jobs: {sizes[2]} completed\n"
+    out = io.StringIO()
     code = main(["merge", *map(str, shard_files)], stdout=out, stderr=io.StringIO())
     assert code == 0, out.getvalue()
     merged = results_of(path)
