@@ -26,7 +26,7 @@ from batchpod import sandbox as sandbox_api
 from batchpod.batch import BatchOptions, RunSummary, run_batch
 from batchpod.budget import DEFAULT_ASSUMED_DURATION_S
 from batchpod.client import DEFAULT_BASE_URL
-from batchpod.errors import BadApiKey, ConfigError, MissingApiKey
+from batchpod.errors import ConfigError
 from batchpod.keys import KeySource, read_key
 from batchpod.manifest import load_manifest
 from batchpod.models import Manifest
@@ -74,16 +74,6 @@ def exit_code_of(summary: RunSummary) -> int:
     return ExitCode.OK
 
 
-def api_key_from_env(variable: str = API_KEY_ENV) -> str:
-    """The API key in environment variable ``variable``; ``MissingApiKey``/``BadApiKey``."""
-    key = os.environ.get(variable, "").strip()
-    if not key:
-        raise MissingApiKey(variable=variable)
-    if not key.startswith("ap_"):
-        raise BadApiKey(variable=variable)
-    return key
-
-
 def base_url_from_env() -> str:
     """``$AUDIOPOD_BASE_URL``, else AudioPod's own address."""
     return (os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
@@ -91,17 +81,17 @@ def base_url_from_env() -> str:
 
 @contextlib.asynccontextmanager
 async def api_endpoint(
-    *, sandbox: bool, api_key: str | None, base_url: str | None, api_key_env: str = API_KEY_ENV
+    *, sandbox: bool, api_key: str | None, base_url: str | None
 ) -> AsyncIterator[tuple[str, str]]:
-    """The (base URL, key) to use: a sandbox started for the occasion, or the configured API."""
+    """The (base URL, key) to use: a sandbox started for the occasion, or the configured API
+    with ``api_key`` (read by ``batchpod.keys``)."""
     if sandbox:
         async with sandbox_api.serve(SANDBOX_SETTINGS) as sb:
             yield sb.base_url, sb.api_key
     else:
-        yield (
-            (base_url or base_url_from_env()).rstrip("/"),
-            api_key or api_key_from_env(api_key_env),
-        )
+        if api_key is None:
+            raise ConfigError("no API key was given for the API")
+        yield (base_url or base_url_from_env()).rstrip("/"), api_key
 
 
 def with_budget(
@@ -176,9 +166,7 @@ async def run_manifest(
         # Missing or unusable keys are reported before anything else happens.
         api_key = api_key or read_key(source)
         fallback = read_key(fallback_key_source) if fallback_key_source else None
-    async with api_endpoint(
-        sandbox=sandbox, api_key=api_key, base_url=base_url, api_key_env=api_key_env
-    ) as (url, key):
+    async with api_endpoint(sandbox=sandbox, api_key=api_key, base_url=base_url) as (url, key):
         options = BatchOptions(
             api_key=key,
             base_url=url,

@@ -148,18 +148,13 @@ async def run_batch(
         balance_before_reserve=options.balance_before_reserve,
     )
     writer = _ResultsWriter(results_path, options.results_format, base=manifest.path.parent)
-    state_path = options.state_path or default_state_path(manifest.path)
-    stem = default_state_path(manifest.path).name.removesuffix(".batchpod.db")
-    state_path = shard_path(state_path, options.shard, stem=stem)
+    state_path = state_path_for(manifest.path, options.state_path, options.shard)
     # Before anything is paid for: the stems and the results must have somewhere to go.
     output_dir = manifest.output_dir if options.download else None
     await anyio.to_thread.run_sync(_check_writable, output_dir, results_path)
     with RunLock(state_path), Journal.open(state_path) as journal:
         keys = await job_keys(manifest.jobs, journal)
-        if options.shard is not None:
-            mine = [i for i, key in enumerate(keys) if options.shard.owns(key)]
-            manifest = replace(manifest, jobs=tuple(manifest.jobs[i] for i in mine))
-            keys = [keys[i] for i in mine]
+        manifest, keys = shard_share(manifest, keys, options.shard)
         records = journal.records()
         log.info(
             "run started: %d jobs%s",
@@ -317,6 +312,24 @@ async def _run_locked(
         ),
     )
     return summary
+
+
+def state_path_for(manifest: Path, state_path: Path | None, shard: Shard | None) -> Path:
+    """The state file of a run of ``manifest``: ``state_path``, else the default beside the
+    manifest; either with the shard's name for a shard."""
+    default = default_state_path(manifest)
+    stem = default.name.removesuffix(".batchpod.db")
+    return shard_path(state_path or default, shard, stem=stem)
+
+
+def shard_share(
+    manifest: Manifest, keys: Sequence[str], shard: Shard | None
+) -> tuple[Manifest, list[str]]:
+    """The manifest with only the shard's jobs, and their keys (all of them without a shard)."""
+    if shard is None:
+        return manifest, list(keys)
+    mine = [i for i, key in enumerate(keys) if shard.owns(key)]
+    return replace(manifest, jobs=tuple(manifest.jobs[i] for i in mine)), [keys[i] for i in mine]
 
 
 def _log_key_switch(refused: str, fallback: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -35,7 +34,7 @@ from batchpod.api import (
     run_manifest,
     with_budget,
 )
-from batchpod.batch import RunSummary, job_keys
+from batchpod.batch import RunSummary, job_keys, shard_share, state_path_for
 from batchpod.budget import (
     DEFAULT_ASSUMED_DURATION_S,
     DEFAULT_CENTS_PER_MINUTE,
@@ -718,8 +717,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     manifest = _with_budget(load_manifest(args.manifest), args)  # validates: nothing is sent
     if args.dry_run:
         return _show_estimate(manifest, args, out)
-    if not args.sandbox:
-        _api_key(args)  # a missing key is reported before anything else happens
+    # Read first thing, so that a missing key is reported before anything else happens.
+    key = None if args.sandbox else _api_key(args)
     fallback = None if args.fallback_key_env is None else _env_source(args.fallback_key_env)
     bar = None
     reporter: Reporter = LogReporter()
@@ -736,6 +735,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             functools.partial(
                 run_manifest,
                 manifest,
+                api_key=key,
                 key_source=None if args.sandbox else _key_source(args),
                 fallback_key_source=fallback,
                 base_url=args.base_url,
@@ -795,9 +795,7 @@ def _cmd_balance(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     manifest = load_manifest(args.manifest)
-    default = default_state_path(manifest.path)
-    stem = default.name.removesuffix(".batchpod.db")
-    path = shards.shard_path(args.state or default, args.shard, stem=stem)
+    path = state_path_for(manifest.path, args.state, args.shard)
     title = manifest.path.name + (f" shard {args.shard}" if args.shard else "")
     if not path.exists():
         jobs = "" if args.shard else f" {len(manifest.jobs)} jobs,"  # a shard's: not known yet
@@ -806,10 +804,7 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with Journal.open(path, create=False, readonly=True) as journal:
         records = journal.records()
         keys = anyio.run(functools.partial(job_keys, manifest.jobs, journal, remember=False))
-    if args.shard is not None:
-        mine = [i for i, key in enumerate(keys) if args.shard.owns(key)]
-        manifest = dataclasses.replace(manifest, jobs=tuple(manifest.jobs[i] for i in mine))
-        keys = [keys[i] for i in mine]
+    manifest, keys = shard_share(manifest, keys, args.shard)
     counts: dict[str, int] = {}
     lines = []
     for job, key in zip(manifest.jobs, keys, strict=True):

@@ -222,20 +222,12 @@ def _document(
             "throttled": sum(int(r.get("throttled") or 0) for r in requests),
             "retries": dict(sorted(retries.items())),
         }
-    stopped = [
-        f"shard {_index(doc)}: {doc['run']['stopped']}"
-        for _, doc in docs
-        if doc["run"].get("stopped")
-    ]
-    if stopped:
-        run["stopped"] = "; ".join(stopped)
-    switched = [
-        f"shard {_index(doc)}: {doc['run']['key_switched_to']}"
-        for _, doc in docs
-        if doc["run"].get("key_switched_to")
-    ]
-    if switched:
-        run["key_switched_to"] = "; ".join(switched)
+    for field in ("stopped", "key_switched_to"):  # said of some shards: which, and what
+        notes = [
+            f"shard {_index(doc)}: {doc['run'][field]}" for _, doc in docs if doc["run"].get(field)
+        ]
+        if notes:
+            run[field] = "; ".join(notes)
     if missing:
         run["missing"] = list(missing)
     return {"results_version": RESULTS_VERSION, "run": run, "jobs": jobs}
