@@ -28,23 +28,17 @@ import anyio
 from batchpod import __version__
 from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard
 from batchpod.client import ApiClient
-from batchpod.errors import ApiError, OutputError, ResultsWriteError, SourceFileError
+from batchpod.errors import ApiError, OutputError, ResultsWriteError
 from batchpod.flow import with_retries
-from batchpod.journal import (
-    JobRecord,
-    Journal,
-    JournalWriter,
-    RunLock,
-    default_state_path,
-    file_sha256,
-    job_key,
-)
+from batchpod.identity import content_keys
+from batchpod.journal import JobRecord, Journal, JournalWriter, RunLock
 from batchpod.logs import event
-from batchpod.models import Job, JobResult, JobStatus, Manifest
-from batchpod.results import Format, Renderer, RunHeader, default_results_path, write_atomic
+from batchpod.models import JobResult, JobStatus, Manifest
+from batchpod.paths import results_path_for, state_path_for
+from batchpod.results import Format, Renderer, RunHeader, write_atomic
 from batchpod.retry import PollPolicy, RetryPolicy
 from batchpod.runner import Pool, Reporter, RunOptions, Stop, StopReason
-from batchpod.shards import Shard, shard_path
+from batchpod.shards import Shard
 
 log = logging.getLogger("batchpod")
 
@@ -117,10 +111,8 @@ async def run_batch(
     started = time.time()
     # Each shard has files of its own, also where the caller named them: shards given the
     # same --results or --state must not overwrite or lock out each other.
-    results_path = shard_path(
-        options.results_path or default_results_path(manifest.path, options.results_format),
-        options.shard,
-        stem=manifest.path.stem,
+    results_path = results_path_for(
+        manifest.path, options.results_path, options.shard, fmt=options.results_format
     )
     header = RunHeader(
         batchpod_version=__version__,
@@ -153,7 +145,7 @@ async def run_batch(
     output_dir = manifest.output_dir if options.download else None
     await anyio.to_thread.run_sync(_check_writable, output_dir, results_path)
     with RunLock(state_path), Journal.open(state_path) as journal:
-        keys = await job_keys(manifest.jobs, journal)
+        keys = await content_keys(manifest.jobs, journal)
         manifest, keys = shard_share(manifest, keys, options.shard)
         records = journal.records()
         log.info(
@@ -314,14 +306,6 @@ async def _run_locked(
     return summary
 
 
-def state_path_for(manifest: Path, state_path: Path | None, shard: Shard | None) -> Path:
-    """The state file of a run of ``manifest``: ``state_path``, else the default beside the
-    manifest; either with the shard's name for a shard."""
-    default = default_state_path(manifest)
-    stem = default.name.removesuffix(".batchpod.db")
-    return shard_path(state_path or default, shard, stem=stem)
-
-
 def shard_share(
     manifest: Manifest, keys: Sequence[str], shard: Shard | None
 ) -> tuple[Manifest, list[str]]:
@@ -354,37 +338,6 @@ def _check_writable(output_dir: Path | None, results_path: Path) -> None:
             pass
     except OSError as exc:
         raise ResultsWriteError(path=results_path, reason=exc.strerror or str(exc)) from exc
-
-
-async def job_keys(jobs: Sequence[Job], journal: Journal, *, remember: bool = True) -> list[str]:
-    """Every job's content-addressed key; local files are hashed off the event loop, once.
-
-    A file's hash is kept in the state file with its size and modification time, so a re-run
-    hashes only files that changed.
-    """
-
-    def hash_files() -> dict[Path, str]:
-        hashes: dict[Path, str] = {}
-        for job in jobs:
-            path = job.source.file
-            if path is None or path in hashes:
-                continue
-            try:
-                info = path.stat()
-                cached = journal.cached_hash(path, info.st_size, info.st_mtime_ns)
-                if cached is None:
-                    cached = file_sha256(path)
-                    if remember:
-                        journal.remember_hash(path, info.st_size, info.st_mtime_ns, cached)
-            except OSError as exc:
-                raise SourceFileError(path=path, reason=exc.strerror or str(exc)) from exc
-            hashes[path] = cached
-        return hashes
-
-    hashes = await anyio.to_thread.run_sync(hash_files)
-    return [
-        job_key(job, file_hash=hashes[job.source.file] if job.source.file else None) for job in jobs
-    ]
 
 
 async def _with_costs(

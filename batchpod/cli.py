@@ -34,7 +34,7 @@ from batchpod.api import (
     run_manifest,
     with_budget,
 )
-from batchpod.batch import RunSummary, job_keys, shard_share, state_path_for
+from batchpod.batch import RunSummary, shard_share
 from batchpod.budget import (
     DEFAULT_ASSUMED_DURATION_S,
     DEFAULT_CENTS_PER_MINUTE,
@@ -63,13 +63,15 @@ from batchpod.errors import (
     StateLocked,
 )
 from batchpod.estimate import Progress, estimate_jobs
-from batchpod.journal import JobState, Journal, default_state_path
+from batchpod.identity import content_keys
+from batchpod.journal import JobState, Journal
 from batchpod.keys import KeyCheck, KeySource, check_key, read_key
 from batchpod.logs import LogFormat
 from batchpod.manifest import check_manifest, load_manifest
 from batchpod.models import JobStatus, Manifest
+from batchpod.paths import default_results_path, default_state_path, state_path_for
 from batchpod.progress import BarReporter, LogReporter, TeeReporter
-from batchpod.results import default_results_path, results_yaml, write_atomic
+from batchpod.results import results_yaml, write_atomic
 from batchpod.runner import Reporter, StopReason
 from batchpod.shards import Shard
 
@@ -803,7 +805,7 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return ExitCode.OK
     with Journal.open(path, create=False, readonly=True) as journal:
         records = journal.records()
-        keys = anyio.run(functools.partial(job_keys, manifest.jobs, journal, remember=False))
+        keys = anyio.run(functools.partial(content_keys, manifest.jobs, journal, remember=False))
     manifest, keys = shard_share(manifest, keys, args.shard)
     counts: dict[str, int] = {}
     lines = []
@@ -834,7 +836,7 @@ def _state_progress(manifest: Manifest, state: Path | None) -> tuple[list[Progre
         return [Progress.TO_RUN] * len(manifest.jobs), set()
     with Journal.open(path, create=False, readonly=True) as journal:
         records = journal.records()
-        keys = anyio.run(functools.partial(job_keys, manifest.jobs, journal, remember=False))
+        keys = anyio.run(functools.partial(content_keys, manifest.jobs, journal, remember=False))
     by_state = {
         JobState.DOWNLOADED: Progress.DONE,
         JobState.FAILED: Progress.FAILED,

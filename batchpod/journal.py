@@ -13,9 +13,9 @@ a re-run can finish from without paying twice::
   intent), ``submitted`` as soon as the response names the remote job.
 - ``unknown``: the submit may or may not have reached AudioPod. It is reconciled against
   AudioPod's job list, never blindly sent again.
-- Jobs are keyed by content (``job_key``): a hash of the normalised source (a URL, or a local
-  file's SHA-256), the mode and the stem. Reordering, renaming or adding jobs in the manifest
-  does not change the key of a job already done.
+- Jobs are keyed by content (``identity.content_key``): a hash of the normalised source (a
+  URL, or a local file's SHA-256), the mode and the stem. Reordering, renaming or adding jobs
+  in the manifest does not change the key of a job already done.
 
 The file uses WAL, so ``batchpod status`` can read it while a run writes. A run holds an
 exclusive lock on ``<state>.lock`` for its whole length (``RunLock``).
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import sqlite3
@@ -41,12 +40,10 @@ import anyio
 import anyio.to_thread
 
 from batchpod.errors import StateError, StateLocked
-from batchpod.manifest import normalize_url
-from batchpod.models import ErrorRecord, Job, OutputFile
+from batchpod.models import ErrorRecord, OutputFile
 
 SCHEMA_VERSION: Final = 1
 APPLICATION: Final = "batchpod-state"
-_HASH_CHUNK: Final = 1 << 20
 
 
 class JobState(StrEnum):
@@ -59,6 +56,19 @@ class JobState(StrEnum):
     DOWNLOADED = "downloaded"
     FAILED = "failed"
     UNKNOWN = "unknown"
+
+    @property
+    def unsettled(self) -> bool:
+        """A submit may have reached AudioPod and nobody knows yet whether it made a job:
+        reconcile against the job list, never send blindly again."""
+        return self in (JobState.SUBMITTING, JobState.UNKNOWN)
+
+    @property
+    def paid_unfinished(self) -> bool:
+        """AudioPod holds (or may hold) a charge for the job, and it is not done: the money
+        an earlier run spent on it counts against this run's caps, and an estimate does not
+        count it again."""
+        return self.unsettled or self in (JobState.SUBMITTED, JobState.COMPLETED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,41 +87,6 @@ class JobRecord:
     files: tuple[OutputFile, ...] = ()
     quality_scores: Mapping[str, float] = field(default_factory=dict)
     error: ErrorRecord | None = None
-
-
-def default_state_path(manifest: Path) -> Path:
-    """``jobs.yaml`` -> ``jobs.batchpod.db`` beside the manifest (its real path, so a
-    manifest reached through a symlink or another spelling still has one state)."""
-    real = Path(os.path.realpath(manifest))
-    return real.with_name(f"{real.stem}.batchpod.db")
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's content, read in 1 MiB chunks (blocking)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def job_key(job: Job, *, file_hash: str | None = None) -> str:
-    """The job's content-addressed key: source, mode and stem, hashed.
-
-    A URL source is taken in its normalised form; a file source by its content hash, which
-    the caller passes (hashing may be slow, so it is done off the event loop).
-    """
-    if job.source.url is not None:
-        source = "url:" + normalize_url(job.source.url)
-    else:
-        if file_hash is None:
-            raise ValueError("a file job's key needs the file's content hash")
-        source = "sha256:" + file_hash
-    canonical = json.dumps(
-        {"source": source, "mode": job.mode.value, "stem": job.stem.value if job.stem else None},
-        sort_keys=True,
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 _SCHEMA = """

@@ -33,13 +33,12 @@ import math
 import os
 import re
 import string
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 from yaml.composer import Composer, ComposerError
@@ -62,6 +61,7 @@ from yaml.scanner import Scanner
 
 from batchpod.budget import dollars_to_cents
 from batchpod.errors import ManifestError, Problem
+from batchpod.identity import is_simple_url, slug_for, source_key
 from batchpod.models import Budget, Job, Manifest, Mode, Source, Stem
 
 __all__ = [
@@ -74,7 +74,6 @@ __all__ = [
     "check_manifest",
     "dump_manifest",
     "load_manifest",
-    "normalize_url",
     "parse_manifest",
 ]
 
@@ -121,11 +120,6 @@ _STEMS: Final = {s.value: s for s in Stem}
 _VALID_MODES: Final = ", ".join(_MODES)
 _VALID_STEMS: Final = ", ".join(_STEMS)
 _SPACE: Final = re.compile(r"\s")
-# The common URL shape (lower-case scheme and host, no port, user or fragment), for which
-# `urlsplit` is sure to find: this scheme, this host, this path and this query. Checking a URL
-# of this shape with the pattern alone saves most of the time spent on a large manifest.
-_SIMPLE_URL: Final = re.compile(r"(https?)://([a-z0-9.-]+)(/[^?#\s]*)?(?:\?([^#\s]*))?")
-_NOT_SLUG: Final = re.compile(r"[^A-Za-z0-9]+")
 
 # Characters that no output folder name may contain on any common filesystem.
 _BAD_NAME_CHARS: Final = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')
@@ -392,49 +386,6 @@ def _too_large(shown: str, size: int | None) -> Problem:
     )
 
 
-def normalize_url(url: str) -> str:
-    """The URL in a canonical form, so that trivially different spellings compare equal.
-
-    Scheme and host are lower-cased, a default port and the fragment are dropped; the path and
-    query are kept as written (servers may treat their case as significant).
-    """
-    url = url.strip()
-    simple = _SIMPLE_URL.fullmatch(url)
-    if simple is not None:
-        scheme, host, path, query = simple.groups()
-        return f"{scheme}://{host}{path or '/'}{'?' + query if query else ''}"
-    return _normalize_split(url)
-
-
-def _url_parts(url: str) -> tuple[str, str, str]:
-    """The URL's host (lower case), path and query."""
-    simple = _SIMPLE_URL.fullmatch(url)
-    if simple is not None:
-        return simple.group(2), simple.group(3) or "", simple.group(4) or ""
-    return _split_parts(url)
-
-
-def _split_parts(url: str) -> tuple[str, str, str]:
-    """`_url_parts` the long way, through `urlsplit`: for every shape of URL."""
-    parts = urlsplit(url)
-    return parts.hostname or "", parts.path, parts.query
-
-
-def _normalize_split(url: str) -> str:
-    """`normalize_url` the long way, through `urlsplit`: for every shape of URL."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    port = parts.port
-    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
-        host = f"{host}:{port}"
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@{host}" if userinfo else host
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
-
-
 def dump_manifest(manifest: Manifest) -> str:
     """The manifest as version-1 YAML with every job's name explicit.
 
@@ -478,27 +429,6 @@ def _relative_text(target: Path, base: Path) -> str:
         return target.relative_to(base).as_posix() or "."
     except ValueError:
         return str(target)
-
-
-def slug_for(source: Source) -> str:
-    """A readable folder name for a source: the song's file or URL name, as ASCII."""
-    if source.file is not None:
-        base = source.file.stem
-    else:
-        assert source.url is not None
-        host, path, query = _url_parts(source.url)
-        video = parse_qs(query).get("v") if "v=" in query else None  # YouTube
-        segments = [s for s in path.split("/") if s]
-        if video:
-            base = video[0]
-        elif segments:
-            base = segments[-1].rsplit(".", 1)[0] or segments[-1]
-        else:
-            base = host
-    if not base.isascii():
-        base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
-    text = _NOT_SLUG.sub("-", base).strip("-").lower()
-    return text[:60].strip("-") or "song"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1004,10 +934,10 @@ class _Checker:
         elif "url" in fields:
             url = fields["url"]
             draft.source = Source(url=url)
-            draft.source_key = "url:" + normalize_url(url)
+            draft.source_key = source_key(draft.source)
         elif "file" in fields:
             draft.source = Source(file=fields["file"])
-            draft.source_key = "file:" + os.path.normcase(str(fields["file"]))
+            draft.source_key = source_key(draft.source)
 
         draft.mode = fields.get("mode")
         if draft.mode is None and "mode" not in given:
@@ -1055,7 +985,7 @@ class _Checker:
         if len(text) > MAX_URL_LENGTH:
             self.report(node, f"'url' is longer than {MAX_URL_LENGTH} characters")
             return _INVALID
-        if _SIMPLE_URL.fullmatch(text):  # http(s), a host: all that is checked below
+        if is_simple_url(text):  # http(s), a host: all that is checked below
             return text
         parts = urlsplit(text) if not _SPACE.search(text) else None
         if parts is None:

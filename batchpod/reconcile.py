@@ -25,7 +25,7 @@ from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from batchpod.client import RemoteJob
-from batchpod.manifest import normalize_url
+from batchpod.identity import normalize_url
 from batchpod.models import Job, Mode
 from batchpod.poller import PAGE_SIZE, StatusApi
 

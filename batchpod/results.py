@@ -52,11 +52,6 @@ class RunHeader:
     key_switched_to: str | None = None  # the fallback key's source, when the first was refused
 
 
-def default_results_path(manifest: Path, fmt: Format) -> Path:
-    """``jobs.yaml`` -> ``jobs.results.yaml`` (or ``.json``) beside the manifest."""
-    return manifest.with_name(f"{manifest.stem}.results.{fmt}")
-
-
 def results_document(
     header: RunHeader, results: Sequence[JobResult], *, base: Path, entries: bool = True
 ) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Shards: one manifest run as N independent parts, and their results merged back into one.
 
-A shard owns the jobs whose content key (``journal.job_key``: source, mode and stem, hashed
+A shard owns the jobs whose content key (``identity.content_key``: source, mode and stem, hashed
 with SHA-256) falls in it: ``int(key, 16) % count == index``. The key depends only on the
 job's content, so every machine, run and Python version agrees on the split, and a song listed
 twice lands in one shard (where it is paid for once). Each shard keeps its own state and
@@ -65,18 +65,6 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
-
-
-def shard_path(path: Path, shard: Shard | None, *, stem: str) -> Path:
-    """The shard's own file for ``path`` (unchanged without a shard). A file named after the
-    manifest (whose name without ``.yaml`` is ``stem``) gets the shard's name after the stem:
-    ``jobs.results.yaml`` -> ``jobs.shard-3-of-8.results.yaml``; any other name gets it
-    before its last suffix: ``out/r.yaml`` -> ``out/r.shard-3-of-8.yaml``."""
-    if shard is None:
-        return path
-    if path.name.startswith(f"{stem}."):
-        return path.with_name(f"{stem}.{shard.name}{path.name[len(stem) :]}")
-    return path.with_name(f"{path.stem}.{shard.name}{path.suffix}")
 
 
 @dataclass(frozen=True, slots=True)

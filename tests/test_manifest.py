@@ -11,13 +11,13 @@ import pytest
 
 from batchpod.cli import main
 from batchpod.errors import ManifestError, Problem
+from batchpod.identity import normalize_url
 from batchpod.manifest import (
     DEFAULT_CONCURRENCY,
     LOADERS,
     check_manifest,
     dump_manifest,
     load_manifest,
-    normalize_url,
     parse_manifest,
 )
 from batchpod.models import Mode, Stem

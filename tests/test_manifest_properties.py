@@ -15,17 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchpod.errors import Problem
-from batchpod.manifest import (
-    _SIMPLE_URL,
-    LOADERS,
-    _normalize_split,
-    _split_parts,
-    _url_parts,
-    dump_manifest,
-    load_manifest,
+from batchpod.identity import (
+    is_simple_url,
     normalize_url,
-    parse_manifest,
+    normalize_url_split,
+    url_parts,
+    url_parts_split,
 )
+from batchpod.manifest import LOADERS, dump_manifest, load_manifest, parse_manifest
 from batchpod.models import Mode, Stem
 
 # A fixed folder of source files shared by every example (hypothesis forbids function fixtures).
@@ -202,9 +199,9 @@ _any_url = st.builds(
 @given(_any_url)
 def test_the_common_url_shortcut_agrees_with_urlsplit(url: str) -> None:
     """URLs of the common shape skip `urlsplit`; for them it gives the same answers."""
-    if not _SIMPLE_URL.fullmatch(url):
+    if not is_simple_url(url):
         return  # the long way is the only way for this one
-    assert normalize_url(url) == _normalize_split(url)
-    assert _url_parts(url) == _split_parts(url)
+    assert normalize_url(url) == normalize_url_split(url)
+    assert url_parts(url) == url_parts_split(url)
     parts = urlsplit(url)  # what `url()` checks the long way: scheme, host and port
     assert parts.scheme in ("http", "https") and parts.hostname and parts.port is None

@@ -27,10 +27,11 @@ from test_examples import ALL_EXAMPLES, _batchpod_args
 
 import batchpod
 from batchpod.cli import build_parser, main
-from batchpod.journal import job_key
+from batchpod.identity import content_key as job_key
 from batchpod.manifest import load_manifest
+from batchpod.paths import shard_path
 from batchpod.sandbox import SandboxThread, serve
-from batchpod.shards import Shard, shard_path
+from batchpod.shards import Shard
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

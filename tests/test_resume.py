@@ -23,7 +23,9 @@ from conftest import run_cli as run
 
 from batchpod.cli import main
 from batchpod.client import ApiClient
-from batchpod.journal import JobRecord, JobState, Journal, RunLock, file_sha256, job_key
+from batchpod.identity import content_key as job_key
+from batchpod.identity import file_sha256
+from batchpod.journal import JobRecord, JobState, Journal, RunLock
 from batchpod.manifest import load_manifest
 from batchpod.sandbox import SandboxSettings, SandboxThread
 
