@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("batchpod")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
-
-from batchpod.api import ExitCode, run_manifest, run_manifest_sync
-from batchpod.batch import RunSummary
-from batchpod.errors import BatchpodError, ConfigError, ManifestError, MissingApiKey
+from batchpod._version import __version__
+from batchpod.api import run_manifest, run_manifest_sync
+from batchpod.config import RunConfig
+from batchpod.errors import BatchpodError, ConfigError, ExitCode, ManifestError, MissingApiKey
 from batchpod.models import JobResult, JobStatus
+from batchpod.session import RunSummary
 from batchpod.shards import Shard
 
 __all__ = [
@@ -23,6 +18,7 @@ __all__ = [
     "JobStatus",
     "ManifestError",
     "MissingApiKey",
+    "RunConfig",
     "RunSummary",
     "Shard",
     "__version__",

@@ -22,25 +22,12 @@ from typing import TextIO, TypeVar
 
 import anyio
 
-from batchpod import __version__, logs, shards
+from batchpod import logs, merge
 from batchpod import report as report_module
 from batchpod import sandbox as sandbox_api
-from batchpod.api import (
-    API_KEY_ENV,
-    BASE_URL_ENV,
-    ExitCode,
-    api_endpoint,
-    exit_code_of,
-    run_manifest,
-    with_budget,
-)
-from batchpod.batch import RunSummary, shard_share
-from batchpod.budget import (
-    DEFAULT_ASSUMED_DURATION_S,
-    DEFAULT_CENTS_PER_MINUTE,
-    dollars_to_cents,
-    usd,
-)
+from batchpod._version import __version__
+from batchpod.api import api_endpoint, run_manifest
+from batchpod.budget import DEFAULT_CENTS_PER_MINUTE, dollars_to_cents, usd
 from batchpod.client import (
     DEFAULT_BASE_URL,
     ApiClient,
@@ -48,37 +35,46 @@ from batchpod.client import (
     CreatedApiKey,
     RevokedApiKey,
 )
+from batchpod.config import BASE_URL_ENV, RunConfig
 from batchpod.errors import (
     ApiError,
-    ApiKeyNotFound,
-    AuthenticationError,
     BadApiKey,
     BatchpodError,
     ConfigError,
+    ExitCode,
     KeyFileError,
     ManifestError,
     MissingApiKey,
-    OutputError,
     ResultsWriteError,
-    StateLocked,
 )
-from batchpod.estimate import Progress, estimate_jobs
-from batchpod.identity import content_keys
-from batchpod.journal import JobState, Journal
-from batchpod.keys import KeyCheck, KeySource, check_key, read_key
+from batchpod.estimate import PriorWork, estimate_jobs, prior_work_of, totals
+from batchpod.journal import JobState
+from batchpod.keys import DEFAULT_KEY_VARIABLE, KeyCheck, KeySource, check_key, read_key
 from batchpod.logs import LogFormat
 from batchpod.manifest import check_manifest, load_manifest
 from batchpod.models import JobStatus, Manifest
-from batchpod.paths import default_results_path, default_state_path, state_path_for
-from batchpod.progress import BarReporter, LogReporter, TeeReporter
+from batchpod.paths import default_results_path
+from batchpod.reporters import BarReporter, LogReporter, TeeReporter
 from batchpod.results import results_yaml, write_atomic
 from batchpod.runner import Reporter, StopReason
+from batchpod.session import RunSummary
 from batchpod.shards import Shard
+from batchpod.standing import read_standing
 
 N = TypeVar("N", int, float)
 
 
 PROG = "batchpod"
+#: The run's defaults, shown in --help and given to argparse: written once, in RunConfig.
+DEFAULTS = RunConfig()
+
+
+def _as_time(seconds: float) -> str:
+    """``7200`` -> ``2h``: a time as --job-timeout takes it."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,17 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace",
         metavar="SECONDS",
         type=_seconds,
-        default=30.0,
-        help="after Ctrl-C or SIGTERM, how long jobs in flight may still finish (default: 30)",
+        default=DEFAULTS.grace_s,
+        help="after Ctrl-C or SIGTERM, how long jobs in flight may still finish "
+        f"(default: {DEFAULTS.grace_s:g})",
     )
     run.add_argument(
         "--job-timeout",
         metavar="TIME",
         type=_duration,
-        default=2 * 3600.0,
+        default=DEFAULTS.job_timeout_s,
         help="how long one job may take, submit to last stem, before it is recorded as "
         "'expired' (a re-run picks it up without paying again); seconds, or with a unit: "
-        "90m, 2h (default: 2h)",
+        f"90m, 2h (default: {_as_time(DEFAULTS.job_timeout_s)})",
     )
     run.add_argument(
         "--max-rps",
@@ -226,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--download-concurrency",
         metavar="N",
         type=_positive_int,
-        default=16,
-        help="stem downloads at once, across all jobs (default: 16)",
+        default=DEFAULTS.download_concurrency,
+        help=f"stem downloads at once, across all jobs (default: {DEFAULTS.download_concurrency})",
     )
     run.set_defaults(handler=_cmd_run)
 
@@ -414,7 +411,7 @@ def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-key-env",
         metavar="NAME",
-        help=f"environment variable holding the API key (default: {API_KEY_ENV}), such as "
+        help=f"environment variable holding the API key (default: {DEFAULT_KEY_VARIABLE}), such as "
         "one per environment: AUDIOPOD_API_KEY_PROD",
     )
     parser.add_argument(
@@ -448,8 +445,9 @@ def _add_money_arguments(parser: argparse.ArgumentParser) -> None:
         "--assume-duration",
         metavar="MINUTES",
         type=_positive_float,
-        default=DEFAULT_ASSUMED_DURATION_S / 60,
-        help="the length assumed for songs of unknown length, in minutes (default: 10)",
+        default=DEFAULTS.assumed_duration_s / 60,
+        help="the length assumed for songs of unknown length, in minutes "
+        f"(default: {DEFAULTS.assumed_duration_s / 60:g})",
     )
 
 
@@ -603,23 +601,10 @@ def _describe_failure(exc: BaseException) -> tuple[int, list[str]]:
     """The exit code of a condition, and its lines for people."""
     if isinstance(exc, KeyboardInterrupt):
         return ExitCode.INTERRUPTED, [f"{PROG}: interrupted"]
+    assert isinstance(exc, BatchpodError)
     if isinstance(exc, ManifestError):
-        return ExitCode.USAGE, [str(problem) for problem in exc.problems]
-    code: int
-    message = str(exc)
-    if isinstance(exc, MissingApiKey | BadApiKey | KeyFileError | AuthenticationError):
-        code = ExitCode.AUTH
-    elif isinstance(exc, ApiKeyNotFound):
-        code = ExitCode.USAGE
-    elif isinstance(exc, ResultsWriteError | OutputError):
-        code = ExitCode.IO_ERROR
-    elif isinstance(exc, StateLocked):
-        code = ExitCode.LOCKED
-    elif isinstance(exc, ApiError):
-        code, message = ExitCode.UNAVAILABLE, f"AudioPod could not be used: {exc}"
-    else:
-        code = ExitCode.USAGE
-    return code, [f"{PROG}: error: {message}"]
+        return exc.exit_code, [str(problem) for problem in exc.problems]
+    return exc.exit_code, [f"{PROG}: error: {exc.lead}{exc}"]
 
 
 def console_main() -> None:
@@ -681,7 +666,7 @@ def _key_source(args: argparse.Namespace) -> KeySource:
         if args.api_key_env is not None:
             raise ConfigError("give --api-key-env or --api-key-file, not both")
         return KeySource.file(args.api_key_file)
-    return _env_source(API_KEY_ENV if args.api_key_env is None else args.api_key_env)
+    return _env_source(DEFAULT_KEY_VARIABLE if args.api_key_env is None else args.api_key_env)
 
 
 def _env_source(variable: str) -> KeySource:
@@ -708,20 +693,36 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[ApiClient]:
         yield api
 
 
-def _with_budget(manifest: Manifest, args: argparse.Namespace) -> Manifest:
-    """The manifest with --max-spend / --keep-balance in place of its own budget."""
-    return with_budget(
-        manifest, max_spend_cents=args.max_spend, keep_balance_cents=args.keep_balance
-    )
-
-
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    manifest = _with_budget(load_manifest(args.manifest), args)  # validates: nothing is sent
+    manifest = load_manifest(args.manifest)  # validates: nothing is sent while it has problems
     if args.dry_run:
         return _show_estimate(manifest, args, out)
     # Read first thing, so that a missing key is reported before anything else happens.
     key = None if args.sandbox else _api_key(args)
     fallback = None if args.fallback_key_env is None else _env_source(args.fallback_key_env)
+    config = RunConfig(
+        sandbox=args.sandbox,
+        base_url=args.base_url,
+        api_key=key,
+        key_source=None if args.sandbox else _key_source(args),
+        fallback_key_source=fallback,
+        shard=args.shard,
+        concurrency=args.concurrency,
+        download=not args.no_download,
+        retry_failed=args.retry_failed,
+        max_spend_cents=args.max_spend,
+        keep_balance_cents=args.keep_balance,
+        budget_scope=args.budget_scope,
+        assumed_duration_s=args.assume_duration * 60,
+        results_path=args.results,
+        results_format=args.format,
+        state_path=args.state,
+        job_timeout_s=args.job_timeout,
+        grace_s=args.grace,
+        handle_signals=True,
+        max_rps=args.max_rps,
+        download_concurrency=args.download_concurrency,
+    )
     bar = None
     reporter: Reporter = LogReporter()
     if err.isatty() and not args.quiet and (args.log_format == "text" or args.log_file):
@@ -731,38 +732,12 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         args.people_log.setLevel(logging.WARNING)  # the bar shows the progress
         if not args.log_file:
             logging.getLogger(PROG).setLevel(logging.WARNING)
-
     try:
-        summary = anyio.run(
-            functools.partial(
-                run_manifest,
-                manifest,
-                api_key=key,
-                key_source=None if args.sandbox else _key_source(args),
-                fallback_key_source=fallback,
-                base_url=args.base_url,
-                sandbox=args.sandbox,
-                shard=args.shard,
-                budget_scope=args.budget_scope,
-                concurrency=args.concurrency,
-                download=not args.no_download,
-                results_path=args.results,
-                results_format=args.format,
-                state_path=args.state,
-                retry_failed=args.retry_failed,
-                grace_s=args.grace,
-                assumed_duration_s=args.assume_duration * 60,
-                job_timeout_s=args.job_timeout,
-                max_rps=args.max_rps,
-                download_concurrency=args.download_concurrency,
-                reporter=reporter,
-                handle_signals=True,
-            )
-        )
+        summary = anyio.run(functools.partial(run_manifest, manifest, config, reporter=reporter))
     finally:
         if bar is not None:
             bar.close()
-    code = exit_code_of(summary)
+    code = summary.exit_code
     if args.quiet and code == ExitCode.OK:
         return code  # all is well: cron mails nothing
     print(_summary_line(summary), file=out)
@@ -797,20 +772,15 @@ def _cmd_balance(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     manifest = load_manifest(args.manifest)
-    path = state_path_for(manifest.path, args.state, args.shard)
+    standing = read_standing(manifest, state_path=args.state, shard=args.shard)
     title = manifest.path.name + (f" shard {args.shard}" if args.shard else "")
-    if not path.exists():
+    if not standing.exists:
         jobs = "" if args.shard else f" {len(manifest.jobs)} jobs,"  # a shard's: not known yet
-        print(f"{title}:{jobs} none run yet ({path})", file=out)
+        print(f"{title}:{jobs} none run yet ({standing.state_path})", file=out)
         return ExitCode.OK
-    with Journal.open(path, create=False, readonly=True) as journal:
-        records = journal.records()
-        keys = anyio.run(functools.partial(content_keys, manifest.jobs, journal, remember=False))
-    manifest, keys = shard_share(manifest, keys, args.shard)
     counts: dict[str, int] = {}
     lines = []
-    for job, key in zip(manifest.jobs, keys, strict=True):
-        record = records.get(key)
+    for job, record in zip(standing.jobs, standing.records, strict=True):
         state = record.state.value if record else "pending"
         counts[state] = counts.get(state, 0) + 1
         if args.verbose:
@@ -819,48 +789,20 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             lines.append(f"{job.name}: {state}{remote}{error}")
     order = [s.value for s in JobState]
     summary = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
-    print(f"{title}: {len(manifest.jobs)} jobs: {summary}", file=out)
+    print(f"{title}: {len(standing.jobs)} jobs: {summary}", file=out)
     for line in lines:
         print(f"  {line}", file=out)
     return ExitCode.OK
 
 
 def _cmd_estimate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    return _show_estimate(_with_budget(load_manifest(args.manifest), args), args, out)
-
-
-def _state_progress(manifest: Manifest, state: Path | None) -> tuple[list[Progress], set[int]]:
-    """Each job's money progress from the state file, and the indexes of repeated songs."""
-    path = state or default_state_path(manifest.path)
-    if not path.exists():
-        return [Progress.TO_RUN] * len(manifest.jobs), set()
-    with Journal.open(path, create=False, readonly=True) as journal:
-        records = journal.records()
-        keys = anyio.run(functools.partial(content_keys, manifest.jobs, journal, remember=False))
-    by_state = {
-        JobState.DOWNLOADED: Progress.DONE,
-        JobState.FAILED: Progress.FAILED,
-        JobState.SUBMITTED: Progress.PAID,
-        JobState.COMPLETED: Progress.PAID,
-        JobState.SUBMITTING: Progress.PAID,  # perhaps paid: a run reconciles it first
-        JobState.UNKNOWN: Progress.PAID,
-        JobState.PENDING: Progress.TO_RUN,
-    }
-    progress = []
-    seen: set[str] = set()
-    repeated: set[int] = set()
-    for index, key in enumerate(keys):
-        record = records.get(key)
-        progress.append(by_state[record.state] if record else Progress.TO_RUN)
-        if key in seen:
-            repeated.add(index)
-        seen.add(key)
-    return progress, repeated
+    return _show_estimate(load_manifest(args.manifest), args, out)
 
 
 def _show_estimate(manifest: Manifest, args: argparse.Namespace, out: TextIO) -> int:
     """Print the estimate of ``batchpod estimate`` / ``run --dry-run``; 0 if it fits, else 3."""
-    progress, repeated = _state_progress(manifest, getattr(args, "state", None))
+    standing = read_standing(manifest, state_path=args.state)
+    repeated = standing.repeated
     price, price_note, balance = DEFAULT_CENTS_PER_MINUTE, "AudioPod's documented price", None
     balance_note = ""
     try:
@@ -889,7 +831,7 @@ def _show_estimate(manifest: Manifest, args: argparse.Namespace, out: TextIO) ->
         manifest.jobs,
         cents_per_minute=price,
         assumed_duration_s=assumed_s,
-        progress=progress,
+        prior=[prior_work_of(record) for record in standing.records],
         skip=repeated,
     )
     width = max(len(e.job.name) for e in estimates)
@@ -899,50 +841,42 @@ def _show_estimate(manifest: Manifest, args: argparse.Namespace, out: TextIO) ->
         note = f"length from {e.length_from.value}"
         if e.duration_s is None:
             note = f"length unknown: assumed {_minutes(assumed_s)}"
-        if e.progress is not Progress.TO_RUN:
-            note += f"; {e.progress.value} (state)"
+        if e.prior is not PriorWork.TO_RUN:
+            note += f"; {e.prior.value} (state)"
         if index in repeated:
             note += "; same song as an earlier job"
         row = f"{e.job.name:<{width}}  {e.job.source.kind:<6}  {length:>6}  {usd(e.cents):>8}"
         print(f"{row}  {note}", file=out)
-    to_run = [e for e in estimates if e.progress is Progress.TO_RUN]
-    unknown = [e for e in to_run if e.duration_s is None]
-    worst = sum(e.cents for e in to_run)
-    known = sum(e.cents for e in to_run if e.duration_s is not None)
-    done = sum(1 for e in estimates if e.progress is Progress.DONE)
-    paid = sum(1 for e in estimates if e.progress is Progress.PAID)
-    failed = sum(1 for e in estimates if e.progress is Progress.FAILED)
+    budget = RunConfig(
+        max_spend_cents=args.max_spend, keep_balance_cents=args.keep_balance
+    ).budget_for(manifest)
+    sums = totals(estimates, budget=budget, balance_cents=balance)
+    worst, known = sums.worst_cents, sums.known_cents
     print(
-        f"to run: {len(to_run)} of {len(estimates)} jobs, {usd(worst)} at most "
-        f"({usd(known)} for {len(to_run) - len(unknown)} of known length, "
-        f"{usd(worst - known)} for {len(unknown)} of unknown length)",
+        f"to run: {sums.to_run} of {sums.jobs} jobs, {usd(worst)} at most "
+        f"({usd(known)} for {sums.to_run - sums.unknown_length} of known length, "
+        f"{usd(worst - known)} for {sums.unknown_length} of unknown length)",
         file=out,
     )
-    if done or paid or failed:
+    if sums.done or sums.paid or sums.failed:
         print(
-            f"in the state: {done} done, {paid} submitted earlier (paid), {failed} failed "
-            "(run again only with --retry-failed)",
+            f"in the state: {sums.done} done, {sums.paid} submitted earlier (paid), "
+            f"{sums.failed} failed (run again only with --retry-failed)",
             file=out,
         )
     print(f"price: {usd(price)} per minute ({price_note})", file=out)
-    fits = True
-    budget = manifest.budget
+    fits = sums.fits
     if budget.max_spend_cents is not None:
-        ok = worst <= budget.max_spend_cents
-        fits &= ok
-        verdict = "fits" if ok else "does NOT fit"
+        verdict = "fits" if sums.fits_max_spend else "does NOT fit"
         print(f"max spend: {usd(budget.max_spend_cents)}: {verdict}", file=out)
     if balance is None:
         print(f"balance: unknown{balance_note}", file=out)
     else:
         floor = budget.keep_balance_cents or 0
-        ok = balance - worst >= floor
-        fits &= ok
         left = f"{usd(balance - worst)} would remain"
         keep = f", keeping {usd(floor)}" if budget.keep_balance_cents is not None else ""
-        print(
-            f"balance: {usd(balance)}; {left}{keep}: {'fits' if ok else 'does NOT fit'}", file=out
-        )
+        verdict = "fits" if sums.fits_balance else "does NOT fit"
+        print(f"balance: {usd(balance)}; {left}{keep}: {verdict}", file=out)
     print("fits: yes" if fits else "fits: no", file=out)
     return ExitCode.OK if fits else ExitCode.BUDGET
 
@@ -1050,7 +984,7 @@ def _when(moment: datetime | None) -> str:
 
 
 def _cmd_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    merged = shards.merge(args.results, manifest=args.manifest)
+    merged = merge.merge(args.results, manifest=args.manifest)
     manifest = Path(str(merged.document["run"]["manifest"]))
     path = args.output or default_results_path(args.manifest or manifest, args.format)
     if args.format == "json":

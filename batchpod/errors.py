@@ -2,38 +2,43 @@
 
 Foreign exceptions (yaml, aiohttp, sqlite3, OSError) are translated into these at their
 module's seam with ``raise ... from exc``; nothing else escapes the library. The CLI is the one
-place that turns them into messages and exit codes.
+place that prints them. Each class carries the exit code a command stopped by it ends with
+(``exit_code``, an ``ExitCode``: the bracketed numbers below), inherited where none is shown;
+this tree is the one table of them.
 
 ::
 
-    BatchpodError
-    ├── ManifestError         the manifest cannot be used; carries every Problem found
-    ├── ConfigError           a flag, environment variable or option is unusable
-    └── ApiError              talking to AudioPod failed (http_status, message, body_snippet)
-        ├── AuthenticationError   401: the key is invalid or missing; stops the run (source)
-        │   └── KeyRevoked            403 about the key: revoked or expired (reason)
-        ├── PermissionDenied      403 about the plan or mode (or a key's scopes): this job
-        │                         fails, the run goes on
-        ├── InsufficientBalance   402 (required_cents, available_cents)
-        ├── RequestRejected       400, 404, 413, 422 and other 4xx: permanent for this job
-        │   ├── JobNotFound           404 on a job's status or delete (job_id)
-        │   ├── ApiKeyNotFound        404 on revoking an API key (key_id)
-        │   └── UploadFileError       the local file to upload could not be read; nothing sent
-        ├── RateLimited           429 (retry_after_s)
-        ├── ServerError           5xx and 408 (retry_after_s)
-        ├── TransportError        no usable HTTP exchange: refused, reset, DNS, TLS, timeout (sent)
-        ├── InvalidResponse       a response batchpod cannot read: not JSON, wrong types, no id
-        └── DownloadError         a stem could not be fetched or written (transient)
-            └── DownloadLinkExpired   403/404 from the storage host: fetch fresh links, retry
-    ├── MissingApiKey         the key's environment variable is unset or empty (variable)
-    ├── ResultsWriteError     the results manifest could not be written (path, reason)
-    ├── StateError            the state file is corrupt, foreign or unwritable (path, reason)
-    ├── StateLocked           another run holds the state file's lock (path, holder_pid)
-    ├── SourceFileError       a local song in the manifest cannot be read (path, reason)
-    ├── BadApiKey             the key's variable holds something that is not an ap_ key
-    ├── KeyFileError          the key file is missing, unreadable, readable by others, empty
-    │                         or holds no ap_ key (path, reason); never its content
-    └── OutputError           the output folder cannot be created or written (path, reason)
+    BatchpodError                    [2]  root: anything batchpod raises on purpose
+    ├── ManifestError                     the manifest cannot be used; carries every Problem
+    ├── ConfigError                       a flag, environment variable or option is unusable
+    ├── ApiError                     [69] talking to AudioPod failed (http_status, message,
+    │   │                                 body_snippet); "AudioPod could not be used: ..."
+    │   ├── AuthenticationError      [4]  401: the key is invalid or missing; stops the run
+    │   │   └── KeyRevoked                403 about the key: revoked or expired (reason)
+    │   ├── PermissionDenied              403 about the plan or mode (or a key's scopes):
+    │   │                                 this job fails, the run goes on
+    │   ├── InsufficientBalance           402 (required_cents, available_cents)
+    │   ├── RequestRejected               400, 404, 413, 422, other 4xx: permanent for the job
+    │   │   ├── JobNotFound               404 on a job's status or delete (job_id)
+    │   │   ├── ApiKeyNotFound       [2]  404 on revoking an API key (key_id)
+    │   │   └── UploadFileError           the local file to upload could not be read
+    │   ├── RateLimited                   429 (retry_after_s)
+    │   ├── ServerError                   5xx and 408 (retry_after_s)
+    │   ├── TransportError                no usable HTTP exchange: refused, reset, DNS, TLS,
+    │   │                                 timeout (sent)
+    │   ├── InvalidResponse               a response batchpod cannot read: not JSON, wrong
+    │   │                                 types, no id
+    │   └── DownloadError                 a stem could not be fetched or written (transient)
+    │       └── DownloadLinkExpired       403/404 from the storage host: fetch fresh links
+    ├── MissingApiKey                [4]  the key's variable is unset or empty (variable)
+    ├── BadApiKey                    [4]  the key's variable holds no ap_ key
+    ├── KeyFileError                 [4]  the key file is missing, unreadable, readable by
+    │                                     others, empty or holds no ap_ key (path, reason)
+    ├── ResultsWriteError            [74] the results manifest could not be written
+    ├── OutputError                  [74] the output folder cannot be created or written
+    ├── StateError                        the state file is corrupt, foreign or unwritable
+    ├── StateLocked                  [75] another run holds the state file's lock
+    └── SourceFileError                   a local song in the manifest cannot be read
 
 Each message says what is wrong and, where it can, how to fix it. No message, field or repr of
 an ``ApiError`` holds the API key: server text passes through ``redact`` on the way in. Errors
@@ -50,11 +55,33 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """Exit codes of every batchpod command (documented in the README)."""
+
+    OK = 0  # every job succeeded (or, for other commands, success)
+    JOBS_FAILED = 1  # the run finished, but some jobs failed
+    USAGE = 2  # a usage or manifest error: nothing was submitted
+    BUDGET = 3  # stopped early: the budget or the wallet could not cover the next job
+    AUTH = 4  # no key, or AudioPod refused it
+    UNAVAILABLE = 69  # AudioPod could not be reached or answered wrongly before any work
+    IO_ERROR = 74  # the results or stems could not be written (disk full, read-only, ...)
+    LOCKED = 75  # another run holds this manifest's state: try again later
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM
 
 
 class BatchpodError(Exception):
     """Root of every error batchpod raises on purpose."""
+
+    #: The exit code of a command that this condition stops.
+    exit_code: ClassVar[ExitCode] = ExitCode.USAGE
+    #: Said before the message when it stops a command ("AudioPod could not be used: ").
+    lead: ClassVar[str] = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +151,9 @@ class ApiError(BatchpodError):
     response body, for error records.
     """
 
+    exit_code = ExitCode.UNAVAILABLE
+    lead = "AudioPod could not be used: "
+
     def __init__(
         self, message: str, *, http_status: int | None = None, body_snippet: str | None = None
     ) -> None:
@@ -142,6 +172,9 @@ class AuthenticationError(ApiError):
     ``source`` says where the refused key came from, for people ("AUDIOPOD_API_KEY", "key
     file /run/secrets/audiopod"); ``None`` when unknown. It never holds the key.
     """
+
+    exit_code = ExitCode.AUTH
+    lead = ""
 
     def __init__(
         self,
@@ -217,6 +250,9 @@ class JobNotFound(RequestRejected):
 
 class ApiKeyNotFound(RequestRejected):
     """No API key with this id belongs to the account (never made, or another account's)."""
+
+    exit_code = ExitCode.USAGE
+    lead = ""
 
     def __init__(
         self,
@@ -359,6 +395,8 @@ def outcome_unknown(exc: BaseException) -> bool:
 class MissingApiKey(BatchpodError):
     """No API key in the environment variable batchpod was told to read."""
 
+    exit_code = ExitCode.AUTH
+
     def __init__(self, *, variable: str) -> None:
         self.variable = variable
         super().__init__(
@@ -368,6 +406,8 @@ class MissingApiKey(BatchpodError):
 
 class ResultsWriteError(BatchpodError):
     """The results manifest could not be written (disk full, read-only folder, ...)."""
+
+    exit_code = ExitCode.IO_ERROR
 
     def __init__(self, *, path: Path, reason: str) -> None:
         self.path = path
@@ -397,6 +437,8 @@ class StateError(BatchpodError):
 class StateLocked(BatchpodError):
     """Another run holds the state file's lock."""
 
+    exit_code = ExitCode.LOCKED
+
     def __init__(self, *, path: Path, holder_pid: str) -> None:
         self.path = path
         self.holder_pid = holder_pid
@@ -418,6 +460,8 @@ class SourceFileError(BatchpodError):
 class BadApiKey(BatchpodError):
     """The key in the environment is not shaped like an AudioPod key (``ap_...``)."""
 
+    exit_code = ExitCode.AUTH
+
     def __init__(self, *, variable: str) -> None:
         self.variable = variable
         super().__init__(
@@ -431,6 +475,8 @@ class KeyFileError(BatchpodError):
     holding an ``ap_`` key. ``reason`` says which and how to fix it; nothing here ever holds
     the file's content."""
 
+    exit_code = ExitCode.AUTH
+
     def __init__(self, *, path: Path, reason: str) -> None:
         self.path = path
         self.reason = reason
@@ -439,6 +485,8 @@ class KeyFileError(BatchpodError):
 
 class OutputError(BatchpodError):
     """The output folder cannot be created or written."""
+
+    exit_code = ExitCode.IO_ERROR
 
     def __init__(self, *, path: Path, reason: str) -> None:
         self.path = path

@@ -20,6 +20,7 @@ import logging
 import math
 import random
 import re
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -33,14 +34,16 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from batchpod import reconcile
-from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, BudgetGuard
+from batchpod.budget import BudgetGuard
 from batchpod.client import Balance, RemoteJob, RemoteStatus, UsageRow
+from batchpod.config import RunConfig
 from batchpod.errors import (
     ApiError,
     AuthenticationError,
     BatchpodError,
     DownloadError,
     DownloadLinkExpired,
+    ExitCode,
     InsufficientBalance,
     RateLimited,
     StateError,
@@ -53,7 +56,7 @@ from batchpod.journal import JobRecord, JobState
 from batchpod.logs import event
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.poller import StatusBoard
-from batchpod.retry import PollPolicy, RetryPolicy, retry_cause
+from batchpod.retry import retry_cause
 
 T = TypeVar("T")
 
@@ -124,33 +127,16 @@ class Stop:
     message: str
     signal: int | None = None
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunOptions:
-    """How the pool runs (the manifest's jobs and budget come separately)."""
-
-    concurrency: int
-    output_dir: Path
-    download: bool = True
-    poll: PollPolicy = field(default_factory=PollPolicy)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    job_timeout_s: float = 2 * 3600.0  # from when a worker takes the job to its last stem
-    download_concurrency: int = 16  # stem downloads at once, across all jobs
-    link_refreshes: int = 3  # fresh download links fetched per stem when one has expired
-    max_stem_bytes: int = 4 * 1024**3  # a stem larger than this is refused (a runaway download)
-    retry_failed: bool = False  # submit jobs that failed in an earlier run again
-    balance_refresh_s: float = 30.0  # how often the wallet is read again (0: never)
-    balance_before_reserve: bool = False  # read the wallet before every reservation too
-    cents_per_minute: int = 10
-    assumed_duration_s: float = DEFAULT_ASSUMED_DURATION_S
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if self.job_timeout_s <= 0:
-            raise ValueError("job_timeout_s must be positive")
-        if self.download_concurrency < 1:
-            raise ValueError("download_concurrency must be at least 1")
+    @property
+    def exit_code(self) -> ExitCode:
+        """The exit code of a run that stopped for this reason."""
+        if self.reason is StopReason.AUTH:
+            return ExitCode.AUTH
+        if self.reason in (StopReason.BUDGET, StopReason.BALANCE):
+            return ExitCode.BUDGET
+        if self.signal == signal.SIGTERM:
+            return ExitCode.TERMINATED
+        return ExitCode.INTERRUPTED
 
 
 @dataclass(slots=True)
@@ -245,7 +231,7 @@ class Pool:
         self,
         api: StemApi,
         jobs: Sequence[Job],
-        options: RunOptions,
+        options: RunConfig,
         *,
         budget: BudgetGuard,
         reporter: Reporter,
@@ -255,9 +241,13 @@ class Pool:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if options.concurrency is None or options.output_dir is None:
+            raise ValueError("the pool needs concurrency and output_dir (RunConfig.for_manifest)")
         self.api = api
         self.jobs = tuple(jobs)
         self.options = options
+        self.concurrency: int = options.concurrency
+        self.output_dir: Path = options.output_dir
         self.budget = budget
         self.reporter = reporter
         self.rng = rng or random.Random()
@@ -287,8 +277,8 @@ class Pool:
         self._stems: TaskGroup | None = None  # stem downloads of completed jobs
         # Completed jobs waiting for their stems, at most one per worker: when downloading
         # falls behind, workers wait here instead of piling up jobs whose time runs out.
-        self._handoffs = anyio.CapacityLimiter(options.concurrency)
-        self.window = SubmitWindow(maximum=options.concurrency)
+        self._handoffs = anyio.CapacityLimiter(self.concurrency)
+        self.window = SubmitWindow(maximum=self.concurrency)
         self._downloads = anyio.CapacityLimiter(options.download_concurrency)
         self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
         self.worked = 0  # jobs this run submitted or followed at AudioPod
@@ -317,7 +307,7 @@ class Pool:
                 async with anyio.create_task_group() as stems:
                     self._stems = stems
                     async with anyio.create_task_group() as tg:
-                        for _ in range(min(self.options.concurrency, len(self.jobs))):
+                        for _ in range(min(self.concurrency, len(self.jobs))):
                             tg.start_soon(self._worker, receive.clone())
                         receive.close()
                         await self._feed(send)
@@ -589,7 +579,7 @@ class Pool:
         self, job: Job, progress: _Progress, index: int
     ) -> RemoteJob | None:
         progress.estimate_cents = self._estimate_cents(job)
-        if self.options.balance_before_reserve and self.budget.balance_cents is not None:
+        if self.options.wallet_before_reserve and self.budget.balance_cents is not None:
             await self._read_balance()  # other shards spend from this wallet too
         refused = self.budget.reserve(index, progress.estimate_cents)
         if refused is not None:
@@ -885,7 +875,7 @@ class Pool:
 
     async def _fetch_stems(self, job: Job, progress: _Progress, remote: RemoteJob) -> None:
         """Download every stem not already on disk, then record the job as done."""
-        folder = self.options.output_dir / job.name
+        folder = self.output_dir / job.name
         try:
             await anyio.to_thread.run_sync(_prepare_folder, folder)
         except OSError as exc:

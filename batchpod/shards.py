@@ -1,4 +1,4 @@
-"""Shards: one manifest run as N independent parts, and their results merged back into one.
+"""Shards: which jobs of a manifest each of N independent runs owns.
 
 A shard owns the jobs whose content key (``identity.content_key``: source, mode and stem, hashed
 with SHA-256) falls in it: ``int(key, 16) % count == index``. The key depends only on the
@@ -6,25 +6,17 @@ job's content, so every machine, run and Python version agrees on the split, and
 twice lands in one shard (where it is paid for once). Each shard keeps its own state and
 results file (``jobs.shard-3-of-8.results.yaml``), so shards never wait for each other.
 
-``merge`` reads shard results files back and writes one results document in manifest order,
-as a single run would have. It knows nothing of the API.
+Their results are merged back into one by ``batchpod.merge``. Pure: no I/O.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from batchpod.errors import ConfigError
-from batchpod.manifest import load_manifest
-from batchpod.models import JobStatus
-from batchpod.report import load_results
-from batchpod.results import RESULTS_VERSION
+from batchpod.models import Manifest
 
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 MAX_SHARDS = 10_000
@@ -67,164 +59,12 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-@dataclass(frozen=True, slots=True)
-class Merged:
-    """The merged results document, and the manifest's jobs that no shard's file has."""
-
-    document: dict[str, Any]
-    missing: tuple[str, ...]
-    missing_shards: tuple[int, ...]
-
-
-def merge(paths: Sequence[Path], *, manifest: Path | None = None) -> Merged:
-    """Merge shard results files into one document in the manifest's job order.
-
-    Every file must come from the same manifest (by SHA-256, as it was when each shard ran)
-    and, when shards carry their index, the same count. The manifest (``manifest``, else the
-    one the files name) gives the order; jobs that no file lists are returned in ``missing``,
-    and the shard indexes with no file in ``missing_shards``. Raises ``ConfigError`` with a
-    one-line message when a file is unusable or the files do not belong together.
-    """
-    if not paths:
-        raise ConfigError("merge needs at least one results file")
-    docs = [(path, load_results(path)) for path in paths]
-    first_path, first = docs[0]
-    sha = first["run"].get("manifest_sha256")
-    for path, doc in docs[1:]:
-        if doc["run"].get("manifest_sha256") != sha:
-            raise ConfigError(
-                f"{path} is the results of another manifest (or of another version of it) "
-                f"than {first_path}: merge only the shards of one run"
-            )
-    counts = {c for path, doc in docs if (c := _shard_count(path, doc)) is not None}
-    if len(counts) > 1:
-        raise ConfigError(f"the files are shards of different counts ({sorted(counts)})")
-    seen_shards: dict[int, Path] = {}
-    for path, doc in docs:
-        shard = doc["run"].get("shard")
-        if isinstance(shard, Mapping):
-            index = shard.get("index")
-            if isinstance(index, int):
-                if index in seen_shards:
-                    raise ConfigError(f"{path} and {seen_shards[index]} are both shard {index}")
-                seen_shards[index] = path
-    count = counts.pop() if counts else None
-    missing_shards = tuple(i for i in range(count) if i not in seen_shards) if count else ()
-
-    manifest_path = manifest or Path(str(first["run"].get("manifest", "")))
-    if not manifest_path.is_file():
-        raise ConfigError(
-            f"cannot find the manifest {manifest_path} that the results name: "
-            "give it with --manifest"
-        )
-    if sha and _sha256(manifest_path) != sha:
-        raise ConfigError(
-            f"{manifest_path} has changed since the shards ran: merge needs the manifest "
-            "they ran (give that version with --manifest)"
-        )
-    order = [job.name for job in load_manifest(manifest_path).jobs]
-
-    entries: dict[str, Mapping[str, Any]] = {}
-    for path, doc in docs:
-        for entry in doc["jobs"]:
-            name = entry["name"]
-            if name in entries:
-                raise ConfigError(f"job {name!r} is in more than one file (again in {path})")
-            entries[name] = entry
-    strangers = sorted(set(entries) - set(order))
-    if strangers:  # cannot happen with the manifest they ran: never drop results silently
-        raise ConfigError(f"the results list jobs the manifest does not: {', '.join(strangers)}")
-    jobs = [entries[name] for name in order if name in entries]
-    missing = tuple(name for name in order if name not in entries)
-    return Merged(
-        document=_document(docs, jobs, count, missing),
-        missing=missing,
-        missing_shards=missing_shards,
-    )
-
-
-def _shard_count(path: Path, doc: Mapping[str, Any]) -> int | None:
-    shard = doc["run"].get("shard")
+def shard_share(
+    manifest: Manifest, keys: Sequence[str], shard: Shard | None
+) -> tuple[Manifest, list[str]]:
+    """The manifest with only the shard's jobs, and their keys (all of them without a shard)."""
     if shard is None:
-        return None
-    if not isinstance(shard, Mapping) or not isinstance(shard.get("count"), int):
-        raise ConfigError(f"{path}: 'run.shard' is not a shard index and count")
-    count: int = shard["count"]
-    return count
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _document(
-    docs: Sequence[tuple[Path, Mapping[str, Any]]],
-    jobs: list[Mapping[str, Any]],
-    count: int | None,
-    missing: tuple[str, ...],
-) -> dict[str, Any]:
-    runs = [doc["run"] for _, doc in docs]
-    first = runs[0]
-    statuses = Counter(str(job.get("status")) for job in jobs)
-    spent = [job["cost_cents"] for job in jobs if isinstance(job.get("cost_cents"), int)]
-    finished = [run.get("finished_at") for run in runs]
-    run: dict[str, Any] = {
-        "batchpod_version": first.get("batchpod_version"),
-        "manifest": first.get("manifest"),
-        "manifest_sha256": first.get("manifest_sha256"),
-        "base_url": first.get("base_url"),
-        "sandbox": first.get("sandbox"),
-        "merged_from": [str(path) for path, _ in docs],
-        "shards": count,
-        "started_at": min(
-            (str(r["started_at"]) for r in runs if r.get("started_at")), default=None
-        ),
-        "finished_at": None if None in finished else max(str(f) for f in finished),
-        # The wallet before the first shard read it, and after the last.
-        "balance_before_cents": max(
-            _ints(r.get("balance_before_cents") for r in runs), default=None
-        ),
-        "balance_after_cents": min(_ints(r.get("balance_after_cents") for r in runs), default=None),
-        "spent_cents": sum(spent) if spent else None,
-        "estimated_cents": sum(
-            job["estimated_cents"] for job in jobs if isinstance(job.get("estimated_cents"), int)
-        ),
-        "max_spend_cents": first.get("max_spend_cents"),  # per shard
-        "keep_balance_cents": first.get("keep_balance_cents"),
-        "counts": {status.value: statuses.get(status.value, 0) for status in JobStatus},
-        "exit_code": max(
-            (r["exit_code"] for r in runs if isinstance(r.get("exit_code"), int)), default=None
-        ),
-    }
-    requests = [r["requests"] for r in runs if isinstance(r.get("requests"), Mapping)]
-    if requests:
-        api = sum(int(r.get("api") or 0) for r in requests)
-        retries: Counter[str] = Counter()
-        for r in requests:
-            retries.update({str(k): int(v) for k, v in (r.get("retries") or {}).items()})
-        jobs_worked = sum(int(r.get("jobs_worked") or 0) for r in requests)
-        run["requests"] = {
-            "api": api,
-            "jobs_worked": jobs_worked,
-            "per_job": round(api / jobs_worked, 2) if jobs_worked else None,
-            "throttled": sum(int(r.get("throttled") or 0) for r in requests),
-            "retries": dict(sorted(retries.items())),
-        }
-    for field in ("stopped", "key_switched_to"):  # said of some shards: which, and what
-        notes = [
-            f"shard {_index(doc)}: {doc['run'][field]}" for _, doc in docs if doc["run"].get(field)
-        ]
-        if notes:
-            run[field] = "; ".join(notes)
-    if missing:
-        run["missing"] = list(missing)
-    return {"results_version": RESULTS_VERSION, "run": run, "jobs": jobs}
-
-
-def _ints(values: Iterable[object]) -> list[int]:
-    return [v for v in values if isinstance(v, int)]
-
-
-def _index(doc: Mapping[str, Any]) -> str:
-    shard = doc["run"].get("shard")
-    return str(shard.get("index")) if isinstance(shard, Mapping) else "?"
+        return manifest, list(keys)
+    mine = [i for i, key in enumerate(keys) if shard.owns(key)]
+    jobs = tuple(manifest.jobs[i] for i in mine)
+    return dataclasses.replace(manifest, jobs=jobs), [keys[i] for i in mine]

@@ -13,12 +13,13 @@ import pytest
 import yaml
 from conftest import Quiet, SandboxFactory
 
-from batchpod.batch import BatchOptions, RunSummary, run_batch
 from batchpod.cli import main
 from batchpod.client import ApiClient
+from batchpod.config import RunConfig
 from batchpod.manifest import load_manifest
 from batchpod.runner import StopReason
 from batchpod.sandbox import SandboxSettings, SandboxThread
+from batchpod.session import RunSummary, run_session
 
 
 @pytest.mark.anyio
@@ -45,7 +46,7 @@ async def test_another_spender_on_the_wallet_is_seen(
                     "https://elsewhere.example/x.mp3?duration=2880", mode="two", stem=None
                 )
 
-        options = BatchOptions(
+        options = RunConfig(
             api_key=sb.api_key,
             base_url=sb.base_url,
             download=False,
@@ -56,7 +57,7 @@ async def test_another_spender_on_the_wallet_is_seen(
 
         async def ours() -> None:
             nonlocal summary
-            summary = await run_batch(manifest, options, reporter=Quiet(), exit_code_of=lambda s: 0)
+            summary = await run_session(manifest, options, reporter=Quiet())
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(other_client)

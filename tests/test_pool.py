@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 from batchpod.budget import BudgetGuard
 from batchpod.client import Balance, RemoteJob, RemoteStatus, UsageRow
+from batchpod.config import RunConfig
 from batchpod.errors import RateLimited, ServerError
 from batchpod.models import Job, JobResult, JobStatus, Mode, Source
 from batchpod.poller import PAGE_SIZE
 from batchpod.retry import NO_WAIT, PollPolicy, RetryPolicy
-from batchpod.runner import Pool, RunOptions
+from batchpod.runner import Pool
 
 FAST_POLL = PollPolicy(first_s=0.01, growth=0.25, max_s=0.05, jitter=0.2)
 
@@ -121,7 +122,7 @@ def jobs(n: int) -> list[Job]:
 
 def pool(api: MemoryApi, n: int, concurrency: int, tmp: Path, **options: object) -> Pool:
     options.setdefault("retry", NO_WAIT)
-    run_options = RunOptions(
+    run_options = RunConfig(
         concurrency=concurrency,
         output_dir=tmp,
         poll=FAST_POLL,

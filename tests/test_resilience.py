@@ -19,10 +19,11 @@ from conftest import Quiet, SandboxFactory, results_of, run_cli, write_manifest
 
 from batchpod.budget import BudgetGuard
 from batchpod.client import ApiClient
+from batchpod.config import RunConfig
 from batchpod.flow import Pacer, SubmitWindow
 from batchpod.models import Job, JobStatus, Mode, Source
 from batchpod.retry import PollPolicy, RetryPolicy
-from batchpod.runner import Pool, RunOptions
+from batchpod.runner import Pool
 from batchpod.sandbox import SandboxSettings, SandboxThread
 
 #: The bound the README states for the fault storm below: API requests per job.
@@ -119,7 +120,7 @@ def url_jobs(n: int, *, mode: Mode = Mode.TWO) -> list[Job]:
 
 
 def make_pool(client: ApiClient, jobs: list[Job], tmp: Path, **options: Any) -> Pool:
-    run_options = RunOptions(
+    run_options = RunConfig(
         output_dir=tmp,
         poll=PollPolicy(first_s=0.05, growth=0.25, max_s=0.2),
         retry=RetryPolicy(max_attempts=50, base_s=0.01, max_backoff_s=0.1),

@@ -33,9 +33,10 @@ from conftest import Quiet, results_of, run_cli, write_manifest
 from batchpod.budget import BudgetGuard
 from batchpod.cli import main
 from batchpod.client import ApiClient
+from batchpod.config import RunConfig
 from batchpod.models import Job, JobStatus, Mode, Source
 from batchpod.retry import PollPolicy, RetryPolicy
-from batchpod.runner import Pool, RunOptions
+from batchpod.runner import Pool
 from batchpod.sandbox import SandboxSettings, SandboxThread
 
 CANARY = "ap_live_CANARYcanary0123456789abcdef"
@@ -255,7 +256,7 @@ async def test_a_hostile_api_fails_only_the_jobs_it_concerns(
         Job(name=s, source=Source(url=f"https://songs.example/{s}.mp3"), mode=Mode.TWO)
         for s in SCENARIOS
     ]
-    options = RunOptions(
+    options = RunConfig(
         concurrency=len(jobs),
         output_dir=tmp_path,
         poll=PollPolicy(first_s=0.05, growth=0.25, max_s=0.2),

@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 from yarl import URL
 
-from batchpod import __version__
+from batchpod._version import __version__
 from batchpod.errors import AuthenticationError, ConfigError, InvalidResponse, UploadFileError
 from batchpod.flow import Pacer
 

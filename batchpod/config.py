@@ -1,0 +1,164 @@
+"""One run's settings: every option of ``batchpod run`` and ``run_manifest``, each default once.
+
+``RunConfig`` is built by the CLI (from argv) or by the Python API (from keyword arguments),
+and read by the session and the pool; nothing copies it field by field. A field left ``None``
+where the manifest has a say (``concurrency``, ``output_dir``, the caps) means "the
+manifest's"; ``for_manifest`` settles those. The key fields are never shown in a repr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, DEFAULT_CENTS_PER_MINUTE
+from batchpod.client import DEFAULT_BASE_URL
+from batchpod.errors import ConfigError
+from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource
+from batchpod.models import Budget, Manifest
+from batchpod.retry import PollPolicy, RetryPolicy
+from batchpod.shards import Shard
+
+if TYPE_CHECKING:
+    from batchpod.results import Format
+
+BASE_URL_ENV: Final = "AUDIOPOD_BASE_URL"
+
+BudgetScope = Literal["shard", "wallet"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """How to run a manifest (the manifest itself says what to run)."""
+
+    # -- the API and the key
+    sandbox: bool = False  # start a local sandbox for the run and use it instead
+    base_url: str | None = None  # None: $AUDIOPOD_BASE_URL, else AudioPod's own
+    api_key: str | None = field(default=None, repr=False)  # None: read from key_source
+    api_key_env: str = DEFAULT_KEY_VARIABLE  # the variable read when key_source is None
+    key_source: KeySource | None = None  # an environment variable or a key file
+    fallback_key_source: KeySource | None = None  # switched to once if the first is refused
+    fallback_key: str | None = field(default=None, repr=False)  # read from the source above
+
+    # -- which jobs, and what to do with them
+    shard: Shard | None = None  # only this shard's jobs, with files of its own ("3/8" too)
+    concurrency: int | None = None  # jobs in flight at once; None: the manifest's
+    output_dir: Path | None = None  # where stems go; None: the manifest's
+    download: bool = True  # False: stop at completed jobs and record their links
+    retry_failed: bool = False  # submit jobs that failed in an earlier run again
+
+    # -- money (integer cents)
+    max_spend_cents: int | None = None  # None: the manifest's budget.max_spend_usd
+    keep_balance_cents: int | None = None  # None: the manifest's budget.keep_balance_usd
+    # "wallet": read the wallet before every reservation too, so that shards spending from
+    # one wallet all keep its keep_balance (one more request per job).
+    budget_scope: BudgetScope = "shard"
+    assumed_duration_s: float = DEFAULT_ASSUMED_DURATION_S  # for songs of unknown length
+    cents_per_minute: int = DEFAULT_CENTS_PER_MINUTE
+    balance_refresh_s: float = 30.0  # how often the wallet is read again (0: never)
+
+    # -- files
+    results_path: Path | None = None  # None: <manifest>.results.<format> beside it
+    results_format: Format = "yaml"
+    state_path: Path | None = None  # None: <manifest>.batchpod.db beside it
+    flush_interval_s: float = 1.0  # how often the results file is rewritten, at least
+
+    # -- time and flow
+    job_timeout_s: float = 2 * 3600.0  # submit to last stem; then the job is 'expired'
+    grace_s: float = 30.0  # after a first signal, how long jobs in flight may still finish
+    handle_signals: bool = False  # SIGINT/SIGTERM stop the run cleanly (main thread only)
+    max_rps: float | None = None  # API requests per second at most (None: no cap)
+    download_concurrency: int = 16  # stem downloads at once, across all jobs
+    link_refreshes: int = 3  # fresh download links fetched per stem when one has expired
+    max_stem_bytes: int = 4 * 1024**3  # a stem larger than this is refused (a runaway)
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shard, str):  # the Python API takes "3/8" as the CLI does
+            try:
+                object.__setattr__(self, "shard", Shard.parse(self.shard))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+        for name in ("results_path", "state_path", "output_dir"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if not self.job_timeout_s > 0:
+            raise ConfigError("the job timeout must be positive")
+        if self.download_concurrency < 1:
+            raise ConfigError("download_concurrency must be at least 1")
+        if self.budget_scope not in ("shard", "wallet"):
+            raise ConfigError(f"budget_scope is 'shard' or 'wallet', got {self.budget_scope!r}")
+        if self.results_format not in ("yaml", "json"):
+            raise ConfigError(f"results_format is 'yaml' or 'json', got {self.results_format!r}")
+        for cap in (self.max_spend_cents, self.keep_balance_cents):
+            if cap is not None and cap < 0:
+                raise ConfigError(f"budget caps must not be negative, got {cap}")
+
+    @classmethod
+    def with_options(cls, base: RunConfig | None = None, /, **options: Any) -> RunConfig:
+        """``base`` (else the defaults) with these fields set; an unknown name is a
+        TypeError naming it, as for any keyword argument."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown run option {unknown[0]!r}")
+        return dataclasses.replace(base or cls(), **options)
+
+    @property
+    def primary_key_source(self) -> KeySource:
+        """Where the key is read from: ``key_source``, else the variable ``api_key_env``."""
+        if self.key_source is not None:
+            return self.key_source
+        try:
+            return KeySource.env(self.api_key_env)
+        except ValueError as exc:
+            raise ConfigError(f"not an environment variable's name: {self.api_key_env!r}") from exc
+
+    @property
+    def key_description(self) -> str:
+        """Where the key came from, for messages (never the key)."""
+        return "the sandbox's key" if self.sandbox else self.primary_key_source.describe()
+
+    @property
+    def fallback_description(self) -> str | None:
+        if self.fallback_key is None or self.fallback_key_source is None:
+            return None
+        return self.fallback_key_source.describe()
+
+    @property
+    def wallet_before_reserve(self) -> bool:
+        """Read the wallet before every reservation (``budget_scope="wallet"``)."""
+        return self.budget_scope == "wallet"
+
+    def budget_for(self, manifest: Manifest) -> Budget:
+        """The manifest's budget with this run's caps (where given) in place of its own."""
+        budget = manifest.budget
+        if self.max_spend_cents is not None:
+            budget = dataclasses.replace(budget, max_spend_cents=self.max_spend_cents)
+        if self.keep_balance_cents is not None:
+            budget = dataclasses.replace(budget, keep_balance_cents=self.keep_balance_cents)
+        return budget
+
+    def for_manifest(self, manifest: Manifest) -> RunConfig:
+        """This config with what the manifest decides filled in: concurrency, the output
+        folder and both caps, so that every reader sees one answer."""
+        budget = self.budget_for(manifest)
+        return dataclasses.replace(
+            self,
+            concurrency=self.concurrency or manifest.concurrency,
+            output_dir=self.output_dir or manifest.output_dir,
+            max_spend_cents=budget.max_spend_cents,
+            keep_balance_cents=budget.keep_balance_cents,
+        )
+
+
+def base_url_from_env() -> str:
+    """``$AUDIOPOD_BASE_URL``, else AudioPod's own address."""
+    return (os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
