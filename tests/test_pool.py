@@ -230,7 +230,7 @@ async def test_workers_move_on_while_stems_download_but_never_outrun_them(
     assert api.calls["download"] == 80
     # 80 downloads of 0.05 s one at a time bound the run; processing hides behind them.
     assert elapsed < 80 * 0.05 + 1.5
-    assert p._handoffs.borrowed_tokens == 0  # every hand-off was given back
+    assert p.follower.handoffs.borrowed_tokens == 0  # every hand-off was given back
 
 
 @pytest.mark.anyio

@@ -1,0 +1,157 @@
+"""What every step of a job shares: the API, the config, the state sink, retries and counts.
+
+One ``Crew`` is made per run and handed to each part of the pool (the submit path, the
+stems path, the wallet), so that none of them reaches into another: they share only this.
+It holds the run's stop as the pool set it (only the pool sets it), the submit window, the
+status board, the AudioPod ids the state already holds, and what the run counted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from batchpod.budget import BudgetGuard
+from batchpod.config import RunConfig
+from batchpod.errors import ApiError, AuthenticationError, DownloadLinkExpired, RateLimited
+from batchpod.estimate import estimate_cents
+from batchpod.flow import SubmitWindow, pause_before_retry, with_retries
+from batchpod.journal import JobState
+from batchpod.logs import event
+from batchpod.models import ErrorRecord, Job, JobResult, JobStatus
+from batchpod.poller import StatusBoard
+from batchpod.retry import retry_cause
+
+from ._live import LiveJob
+from ._outcomes import JobFailed, Stop, error_record
+from ._ports import JournalSink, Reporter, StemApi
+
+T = TypeVar("T")
+
+log = logging.getLogger("batchpod")
+
+
+class Crew:
+    """The run's shared parts and counters (see the module docstring)."""
+
+    def __init__(
+        self,
+        api: StemApi,
+        jobs: Sequence[Job],
+        config: RunConfig,
+        *,
+        budget: BudgetGuard,
+        reporter: Reporter,
+        journal: JournalSink,
+        claimed: set[str],
+        rng: random.Random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if config.concurrency is None or config.output_dir is None:
+            raise ValueError("the pool needs concurrency and output_dir (RunConfig.for_manifest)")
+        self.api = api
+        self.jobs = tuple(jobs)
+        self.config = config
+        self.concurrency: int = config.concurrency
+        self.output_dir: Path = config.output_dir
+        self.budget = budget
+        self.reporter = reporter
+        self.journal = journal
+        self.rng = rng
+        self.clock = clock
+        self.claimed = claimed  # AudioPod ids some job already holds: never adopted again
+        self.stop: Stop | None = None  # set by the pool alone
+        self.changes = 0  # counts job state changes, so watchers can tell when to look again
+        self.worked = 0  # jobs this run submitted or followed at AudioPod
+        self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
+        self.window = SubmitWindow(maximum=self.concurrency)
+        self.board = StatusBoard(
+            api, poll=config.poll, retry=config.retry, rng=rng, on_retry=self._board_retry
+        )
+
+    def estimate_cents(self, job: Job) -> int:
+        return estimate_cents(
+            job,
+            cents_per_minute=self.config.cents_per_minute,
+            assumed_duration_s=self.config.assumed_duration_s,
+        )
+
+    async def save(self, live: LiveJob, state: JobState) -> None:
+        """Move the job to ``state`` and make that durable before going on."""
+        live.state = state
+        await self.journal.put(live.record())
+
+    def finish(self, live: LiveJob, status: JobStatus, *, error: ErrorRecord | None = None) -> None:
+        live.finish(status, error=error)
+        self.changes += 1
+
+    def result_of(self, live: LiveJob) -> JobResult:
+        """The job's result as it stands (see ``LiveJob.result``)."""
+        stop = self.stop.reason.value if self.stop is not None else None
+        job = self.jobs[live.index]
+        return live.result(job, stop_reason=stop, download=self.config.download)
+
+    async def enter_window(self, live: LiveJob) -> None:
+        """Wait for a place among the jobs in flight at AudioPod (see ``flow.SubmitWindow``)."""
+        await self.window.acquire()
+        live.in_window = True
+
+    def leave_window(self, live: LiveJob) -> None:
+        if live.in_window:
+            live.in_window = False
+            self.window.release()
+
+    async def retrying(self, operation: Callable[[], Awaitable[T]], live: LiveJob | None) -> T:
+        """Run an idempotent request, retrying transient failures under the retry policy; a
+        failure that outlasts it fails the job."""
+        try:
+            return await with_retries(
+                operation,
+                policy=self.config.retry,
+                rng=self.rng,
+                on_retry=functools.partial(self.retried, live),
+                on_error=self.failed_once,
+            )
+        except (AuthenticationError, DownloadLinkExpired):
+            raise
+        except ApiError as exc:
+            raise JobFailed(error_record(exc)) from exc
+
+    async def backoff(
+        self, live: LiveJob | None, attempts: int, started: float, exc: ApiError
+    ) -> bool:
+        """Sleep before the next attempt if the policy allows one; say whether it does."""
+        self.failed_once(exc)
+        return await pause_before_retry(
+            exc,
+            attempts=attempts,
+            started=started,
+            policy=self.config.retry,
+            rng=self.rng,
+            on_retry=functools.partial(self.retried, live),
+        )
+
+    def retried(self, live: LiveJob | None, exc: BaseException) -> None:
+        """Count a retry, for the job and the run."""
+        cause = retry_cause(exc)
+        self.retry_counts[cause] += 1
+        name = None
+        if live is not None:
+            live.retries[cause] += 1
+            name = live.name
+        log.info("retry (%s)", cause, extra=event("retry", job=name, cause=cause))
+
+    def failed_once(self, exc: BaseException) -> None:
+        """Any request failed, retried or not: a 429 shrinks the submit window."""
+        if isinstance(exc, RateLimited):
+            self.window.throttled()
+
+    def _board_retry(self, exc: ApiError) -> None:
+        self.failed_once(exc)
+        self.retried(None, exc)

@@ -1,0 +1,110 @@
+"""One job's live record while the pool works it: what its state-file row and result say.
+
+A ``LiveJob`` is restored from the job's row when an earlier run left one, saved as a row at
+every step (``record``), and read as the job's ``JobResult`` at any moment (``result``): a
+job not yet finished then reads as interrupted (its submit may have landed) or skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from batchpod.journal import JobRecord, JobState
+from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
+
+
+@dataclass(slots=True)
+class LiveJob:
+    """A job's mutable record while a worker holds it."""
+
+    key: str
+    name: str
+    index: int
+    state: JobState = JobState.PENDING
+    intent_at: float | None = None
+    cost_cents: int | None = None
+    status: JobStatus = JobStatus.SKIPPED
+    remote_id: str | None = None
+    submitted_at: float | None = None
+    completed_at: float | None = None
+    attempts: int = 0
+    estimate_cents: int = 0
+    files: list[OutputFile] = field(default_factory=list)
+    quality_scores: dict[str, float] = field(default_factory=dict)
+    download_urls: dict[str, str] = field(default_factory=dict)
+    error: ErrorRecord | None = None
+    reason: str | None = None
+    duplicate_of: str | None = None
+    done: bool = False
+    retries: Counter[str] = field(default_factory=Counter)  # by cause, this run
+    in_window: bool = False  # holds a place in the pool's SubmitWindow
+    sent_this_run: bool = False  # this run sent (or tried to send) its submit
+    deadline: float = math.inf  # anyio clock: its submit plus --job-timeout
+
+    def restore(self, record: JobRecord) -> None:
+        """Take up where an earlier run left this job."""
+        self.state = record.state
+        self.remote_id = record.remote_id
+        self.intent_at = record.intent_at
+        self.submitted_at = record.submitted_at
+        self.completed_at = record.completed_at
+        self.attempts = record.attempts
+        self.cost_cents = record.cost_cents
+        self.files = list(record.files)
+        self.quality_scores = dict(record.quality_scores)
+        self.error = record.error
+
+    def record(self) -> JobRecord:
+        """The job's state-file record as it stands."""
+        return JobRecord(
+            key=self.key,
+            state=self.state,
+            name=self.name,
+            remote_id=self.remote_id,
+            intent_at=self.intent_at,
+            submitted_at=self.submitted_at,
+            completed_at=self.completed_at,
+            attempts=self.attempts,
+            cost_cents=self.cost_cents,
+            files=tuple(self.files),
+            quality_scores=dict(self.quality_scores),
+            error=self.error,
+        )
+
+    def finish(self, status: JobStatus, *, error: ErrorRecord | None = None) -> None:
+        """End the job with ``status`` (its result from now on)."""
+        self.status = status
+        self.error = error
+        self.done = True
+
+    def result(self, job: Job, *, stop_reason: str | None, download: bool) -> JobResult:
+        """The job's result as it stands; ``stop_reason`` is why the run stopped, if it did."""
+        status = self.status
+        reason = self.reason
+        if not self.done:
+            if self.remote_id is not None or self.state.unsettled:
+                # Submitted, or perhaps submitted: the state file lets a re-run find it.
+                status = JobStatus.INTERRUPTED
+            else:
+                status = JobStatus.SKIPPED
+                if reason is None and stop_reason is not None:
+                    reason = stop_reason
+        return JobResult(
+            job=job,
+            status=status,
+            remote_id=self.remote_id,
+            submitted_at=self.submitted_at,
+            completed_at=self.completed_at,
+            attempts=self.attempts,
+            cost_cents=self.cost_cents,
+            estimated_cents=self.estimate_cents or None,
+            files=tuple(self.files),
+            quality_scores=dict(self.quality_scores),
+            download_urls=dict(self.download_urls) if not download else {},
+            error=self.error,
+            reason=reason,
+            duplicate_of=self.duplicate_of,
+            retries=dict(self.retries),
+        )

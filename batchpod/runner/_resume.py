@@ -1,0 +1,80 @@
+"""Taking up what earlier runs left: what they spent on unfinished jobs, and their unknowns.
+
+A run that resumes a crashed or stopped one is the same night's work: its caps count what the
+earlier run spent on jobs it left in flight, so that crash after crash cannot spend past
+``max_spend_usd`` (jobs an earlier run finished are not counted). Submits an earlier run left
+unknown are settled before anything new is submitted, so that no job this run creates can be
+mistaken for one of theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import anyio
+
+from batchpod.errors import ApiError
+from batchpod.journal import JobRecord, JobState
+from batchpod.models import JobStatus
+
+from ._crew import Crew
+from ._live import LiveJob
+from ._outcomes import JobFailed, Unresolved
+from ._submit import Submitter
+
+#: Earlier unknown submits settled at once, before the run submits anything.
+SETTLE_AT_ONCE = 8
+
+
+def inherited_spend(crew: Crew, keys: Sequence[str], records: Mapping[str, JobRecord]) -> int:
+    """What earlier, unfinished runs paid (or may have paid) for jobs not yet done."""
+    total = 0
+    counted: set[str] = set()  # a song listed twice was paid for once
+    for index, key in enumerate(keys):
+        record = records.get(key)
+        if record is None or key in counted:
+            continue
+        counted.add(key)
+        if record.state.paid_unfinished:
+            total += record.cost_cents or crew.estimate_cents(crew.jobs[index])
+    return total
+
+
+async def settle_earlier_unknowns(
+    crew: Crew,
+    submitter: Submitter,
+    live_jobs: Sequence[LiveJob],
+    records: dict[str, JobRecord],
+) -> None:
+    """Reconcile every submit an earlier run left unsettled; ``records`` is updated with what
+    came of each (a job found is adopted, one that surely made none is to be submitted
+    afresh, one that cannot be told apart ends ``unknown``)."""
+    limiter = anyio.CapacityLimiter(SETTLE_AT_ONCE)
+
+    async def settle(index: int) -> None:
+        async with limiter:
+            job, live = crew.jobs[index], live_jobs[index]
+            record = records[live.key]
+            live.restore(record)
+            assert record.intent_at is not None
+            try:
+                async with submitter.locks.hold(job):
+                    remote = await submitter.reconcile(job, live, record.intent_at)
+            except Unresolved as exc:
+                crew.finish(live, JobStatus.UNKNOWN, error=exc.record)
+                return
+            except (JobFailed, ApiError, TimeoutError):
+                return  # the worker will look again when it takes the job
+            if remote is None:
+                live.state = JobState.PENDING  # no job came of it: submit afresh
+            records[live.key] = live.record()
+
+    first: dict[str, int] = {}  # one settlement per key, even when a song is listed twice
+    for index, live in enumerate(live_jobs):
+        record = records.get(live.key)
+        if record is not None and record.state.unsettled and record.intent_at is not None:
+            first.setdefault(live.key, index)
+    if first:
+        async with anyio.create_task_group() as tg:
+            for index in first.values():
+                tg.start_soon(settle, index)

@@ -1,0 +1,144 @@
+"""The stems path of one job: download every stem into the job's folder, safely named.
+
+Each stem goes to ``output_dir/<name>/<stem><ext>`` through the client's atomic download
+(a new temporary file, then a rename). A link that has expired is replaced by fresh ones from
+the job's status endpoint, fetched while the download holds its slot so that they are used at
+once; stems already on disk with their recorded size are not fetched again. Stem names from
+the server are made safe and distinct ignoring case, and a job folder that is a symbolic link
+fails the job rather than being written through.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+
+from batchpod.client import RemoteJob
+from batchpod.errors import DownloadError, DownloadLinkExpired
+from batchpod.journal import JobRecord, JobState
+from batchpod.models import ErrorRecord, Job, JobStatus, OutputFile
+
+from ._crew import Crew
+from ._live import LiveJob
+from ._outcomes import JobFailed, error_record
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class Stems:
+    """Downloads completed jobs' stems, at most ``download_concurrency`` at once."""
+
+    def __init__(self, crew: Crew) -> None:
+        self.crew = crew
+        self._downloads = anyio.CapacityLimiter(crew.config.download_concurrency)
+
+    async def fetch(self, job: Job, live: LiveJob, remote: RemoteJob) -> None:
+        """Download every stem not already on disk, then record the job as done."""
+        folder = self.crew.output_dir / job.name
+        try:
+            await anyio.to_thread.run_sync(_prepare_folder, folder)
+        except OSError as exc:
+            message = f"cannot create {folder}: {exc.strerror or exc}"
+            raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
+        have = {f.stem: f for f in live.files if _intact_file(f)}
+        live.files = list(have.values())
+        names = file_names(remote.download_urls)
+        for stem in sorted(remote.download_urls):
+            if stem not in have:
+                dest = folder / names[stem]
+                remote = await self._download(live, remote, stem, dest)
+        live.files.sort(key=lambda f: f.stem)
+        await self.crew.save(live, JobState.DOWNLOADED)
+        self.crew.finish(live, JobStatus.SUCCEEDED)
+
+    async def _download(self, live: LiveJob, remote: RemoteJob, stem: str, dest: Path) -> RemoteJob:
+        """Download one stem; when its link has expired, fetch fresh links (a few times) and
+        go on with them. Returns the job as last read, so later stems use the fresh links."""
+        crew = self.crew
+        refreshes = 0
+        # Fresh links are fetched while holding the download slot, so that they are used at
+        # once instead of ageing in the queue of downloads again.
+        async with self._downloads:
+            while True:
+                url = remote.download_urls.get(stem)
+                if url is None:
+                    message = f"AudioPod no longer lists a download link for stem {stem!r}"
+                    raise JobFailed(ErrorRecord(type="DownloadLinkExpired", message=message))
+                try:
+                    fetch = functools.partial(
+                        crew.api.download, url, dest, max_bytes=crew.config.max_stem_bytes
+                    )
+                    size = await crew.retrying(fetch, live)
+                except DownloadLinkExpired as exc:
+                    if refreshes >= crew.config.link_refreshes:
+                        raise JobFailed(error_record(exc)) from exc
+                    refreshes += 1
+                    crew.retried(live, exc)
+                    status = functools.partial(crew.api.status, remote.id)
+                    remote = await crew.retrying(status, live)
+                    continue
+                except DownloadError as exc:
+                    raise JobFailed(error_record(exc)) from exc
+                live.files.append(OutputFile(stem=stem, path=dest, size=size))
+                return remote
+
+
+def intact(record: JobRecord | None) -> bool:
+    """Whether a job's recorded stems are all still on disk with the sizes written."""
+    return record is not None and bool(record.files) and all(map(_intact_file, record.files))
+
+
+def file_names(download_urls: Mapping[str, str]) -> dict[str, str]:
+    """Each stem's file name in the job's folder: safe, and unique even where case is not
+    told apart (``Vocals`` and ``vocals``, or ``a/b`` and ``a_b``, get ``-2`` and so on)."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for stem in sorted(download_urls):
+        base, suffix = _safe_stem(stem), _suffix(download_urls[stem])
+        name, n = f"{base}{suffix}", 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base}-{n}{suffix}"
+        taken.add(name.lower())
+        names[stem] = name
+    return names
+
+
+def _safe_stem(stem: str) -> str:
+    """A stem name from the server as a file name: no separators, no dots in front."""
+    return _UNSAFE.sub("_", stem).lstrip(".")[:64] or "stem"
+
+
+def _suffix(url: str) -> str:
+    suffix = Path(urlsplit(url).path).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".wav"
+
+
+def _intact_file(file: OutputFile) -> bool:
+    """Whether a downloaded stem is still there with the size it was written with."""
+    try:
+        return file.path.stat().st_size == file.size
+    except OSError:
+        return False
+
+
+def _prepare_folder(folder: Path) -> None:
+    """Create a job's folder, and clear temporary files a killed run left in it.
+
+    A symbolic link in its place is refused: stems go inside ``output_dir``, never through a
+    link someone planted there to somewhere else.
+    """
+    if folder.is_symlink():
+        raise OSError(
+            errno.ELOOP,
+            "it is a symbolic link; batchpod does not write through links in the output folder",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.part-*"):
+        stale.unlink(missing_ok=True)
