@@ -16,9 +16,8 @@ from typing import Any
 
 from batchpod.errors import ConfigError
 from batchpod.manifest import load_manifest
-from batchpod.models import JobStatus
 from batchpod.report import load_results
-from batchpod.results import RESULTS_VERSION
+from batchpod.results import RESULTS_VERSION, RunHeader, parse_iso, run_section
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,60 +118,53 @@ def _document(
 ) -> dict[str, Any]:
     runs = [doc["run"] for _, doc in docs]
     first = runs[0]
-    statuses = Counter(str(job.get("status")) for job in jobs)
-    spent = [job["cost_cents"] for job in jobs if isinstance(job.get("cost_cents"), int)]
-    finished = [run.get("finished_at") for run in runs]
-    run: dict[str, Any] = {
-        "batchpod_version": first.get("batchpod_version"),
-        "manifest": first.get("manifest"),
-        "manifest_sha256": first.get("manifest_sha256"),
-        "base_url": first.get("base_url"),
-        "sandbox": first.get("sandbox"),
-        "merged_from": [str(path) for path, _ in docs],
-        "shards": count,
-        "started_at": min(
-            (str(r["started_at"]) for r in runs if r.get("started_at")), default=None
-        ),
-        "finished_at": None if None in finished else max(str(f) for f in finished),
-        # The wallet before the first shard read it, and after the last.
-        "balance_before_cents": max(
-            _ints(r.get("balance_before_cents") for r in runs), default=None
-        ),
-        "balance_after_cents": min(_ints(r.get("balance_after_cents") for r in runs), default=None),
-        "spent_cents": sum(spent) if spent else None,
-        "estimated_cents": sum(
-            job["estimated_cents"] for job in jobs if isinstance(job.get("estimated_cents"), int)
-        ),
-        "max_spend_cents": first.get("max_spend_cents"),  # per shard
-        "keep_balance_cents": first.get("keep_balance_cents"),
-        "counts": {status.value: statuses.get(status.value, 0) for status in JobStatus},
-        "exit_code": max(
-            (r["exit_code"] for r in runs if isinstance(r.get("exit_code"), int)), default=None
-        ),
-    }
+    started = [t for r in runs if (t := parse_iso(r.get("started_at"))) is not None]
+    finished = [parse_iso(r.get("finished_at")) for r in runs]
     requests = [r["requests"] for r in runs if isinstance(r.get("requests"), Mapping)]
-    if requests:
-        api = sum(int(r.get("api") or 0) for r in requests)
-        retries: Counter[str] = Counter()
-        for r in requests:
-            retries.update({str(k): int(v) for k, v in (r.get("retries") or {}).items()})
-        jobs_worked = sum(int(r.get("jobs_worked") or 0) for r in requests)
-        run["requests"] = {
-            "api": api,
-            "jobs_worked": jobs_worked,
-            "per_job": round(api / jobs_worked, 2) if jobs_worked else None,
-            "throttled": sum(int(r.get("throttled") or 0) for r in requests),
-            "retries": dict(sorted(retries.items())),
-        }
+    retries: Counter[str] = Counter()
+    for r in requests:
+        retries.update({str(k): int(v) for k, v in (r.get("retries") or {}).items()})
+    notes: dict[str, str | None] = {}
     for field in ("stopped", "key_switched_to"):  # said of some shards: which, and what
-        notes = [
+        said = [
             f"shard {_index(doc)}: {doc['run'][field]}" for _, doc in docs if doc["run"].get(field)
         ]
-        if notes:
-            run[field] = "; ".join(notes)
-    if missing:
-        run["missing"] = list(missing)
+        notes[field] = "; ".join(said) or None
+    header = RunHeader(
+        batchpod_version=first.get("batchpod_version"),
+        manifest=first.get("manifest"),
+        manifest_sha256=first.get("manifest_sha256"),
+        base_url=first.get("base_url"),
+        sandbox=first.get("sandbox"),
+        merged_from=tuple(str(path) for path, _ in docs),
+        shards=count,
+        started_at=min(started, default=None),
+        finished_at=None if None in finished else max(t for t in finished if t is not None),
+        # The wallet before the first shard read it, and after the last.
+        balance_before_cents=max(_ints(r.get("balance_before_cents") for r in runs), default=None),
+        balance_after_cents=min(_ints(r.get("balance_after_cents") for r in runs), default=None),
+        max_spend_cents=first.get("max_spend_cents"),  # per shard
+        keep_balance_cents=first.get("keep_balance_cents"),
+        exit_code=max(_ints(r.get("exit_code") for r in runs), default=None),
+        api_requests=sum(int(r.get("api") or 0) for r in requests) if requests else None,
+        jobs_worked=sum(int(r.get("jobs_worked") or 0) for r in requests),
+        throttled=sum(int(r.get("throttled") or 0) for r in requests),
+        retries=retries,
+        stopped=notes["stopped"],
+        key_switched_to=notes["key_switched_to"],
+        missing=missing,
+    )
+    run = run_section(
+        header,
+        statuses=[str(job.get("status")) for job in jobs],
+        costs=[_int_or_none(job.get("cost_cents")) for job in jobs],
+        estimates=[_int_or_none(job.get("estimated_cents")) for job in jobs],
+    )
     return {"results_version": RESULTS_VERSION, "run": run, "jobs": jobs}
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) else None
 
 
 def _ints(values: Iterable[object]) -> list[int]:

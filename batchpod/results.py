@@ -31,12 +31,12 @@ RESULTS_VERSION = 1
 class RunHeader:
     """Facts about one run, for the head of its results manifest."""
 
-    batchpod_version: str
-    manifest: Path
-    manifest_sha256: str
-    base_url: str
-    sandbox: bool
-    started_at: float
+    batchpod_version: str | None
+    manifest: Path | str | None
+    manifest_sha256: str | None
+    base_url: str | None
+    sandbox: bool | None
+    started_at: float | None
     finished_at: float | None = None
     balance_before_cents: int | None = None
     balance_after_cents: int | None = None
@@ -50,31 +50,64 @@ class RunHeader:
     retries: Mapping[str, int] | None = None  # requests sent again, by cause
     shard: tuple[int, int] | None = None  # (index, count) when the run was one shard
     key_switched_to: str | None = None  # the fallback key's source, when the first was refused
+    # For a merge of shards' results (batchpod merge): the files, the shard count, and the
+    # manifest's jobs that no file lists.
+    merged_from: tuple[str, ...] | None = None
+    shards: int | None = None
+    missing: tuple[str, ...] = ()
 
 
 def results_document(
     header: RunHeader, results: Sequence[JobResult], *, base: Path, entries: bool = True
 ) -> dict[str, Any]:
     """The results manifest as plain data, with paths relative to ``base`` where possible."""
-    counts = Counter(result.status.value for result in results)
-    spent = [r.cost_cents for r in results if r.cost_cents is not None]
+    run = run_section(
+        header,
+        statuses=[r.status.value for r in results],
+        costs=[r.cost_cents for r in results],
+        estimates=[r.estimated_cents for r in results],
+    )
+    document: dict[str, Any] = {"results_version": RESULTS_VERSION, "run": run}
+    if entries:
+        document["jobs"] = [_entry(result, base) for result in results]
+    return document
+
+
+def run_section(
+    header: RunHeader,
+    *,
+    statuses: Iterable[str],
+    costs: Iterable[int | None],
+    estimates: Iterable[int | None],
+) -> dict[str, Any]:
+    """The ``run`` header of a results document (a run's, or a merge's): the facts in
+    ``header`` and the counts, spend and estimates of its jobs."""
+    counts = Counter(statuses)
+    spent = [cents for cents in costs if cents is not None]
     run: dict[str, Any] = {
         "batchpod_version": header.batchpod_version,
-        "manifest": str(header.manifest),
+        "manifest": None if header.manifest is None else str(header.manifest),
         "manifest_sha256": header.manifest_sha256,
         "base_url": header.base_url,
         "sandbox": header.sandbox,
-        "started_at": _iso(header.started_at),
-        "finished_at": _iso(header.finished_at),
-        "balance_before_cents": header.balance_before_cents,
-        "balance_after_cents": header.balance_after_cents,
-        "spent_cents": sum(spent) if spent else None,
-        "estimated_cents": sum(r.estimated_cents or 0 for r in results),
-        "max_spend_cents": header.max_spend_cents,
-        "keep_balance_cents": header.keep_balance_cents,
-        "counts": {status.value: counts.get(status.value, 0) for status in JobStatus},
-        "exit_code": header.exit_code,
     }
+    if header.merged_from is not None:
+        run["merged_from"] = list(header.merged_from)
+        run["shards"] = header.shards
+    run.update(
+        {
+            "started_at": _iso(header.started_at),
+            "finished_at": _iso(header.finished_at),
+            "balance_before_cents": header.balance_before_cents,
+            "balance_after_cents": header.balance_after_cents,
+            "spent_cents": sum(spent) if spent else None,
+            "estimated_cents": sum(cents or 0 for cents in estimates),
+            "max_spend_cents": header.max_spend_cents,
+            "keep_balance_cents": header.keep_balance_cents,
+            "counts": {status.value: counts.get(status.value, 0) for status in JobStatus},
+            "exit_code": header.exit_code,
+        }
+    )
     if header.api_requests is not None:
         worked = header.jobs_worked or 0
         run["requests"] = {
@@ -90,10 +123,9 @@ def results_document(
         run["key_switched_to"] = header.key_switched_to
     if header.stopped:
         run["stopped"] = header.stopped
-    document: dict[str, Any] = {"results_version": RESULTS_VERSION, "run": run}
-    if entries:
-        document["jobs"] = [_entry(result, base) for result in results]
-    return document
+    if header.missing:
+        run["missing"] = list(header.missing)
+    return run
 
 
 def _entry(result: JobResult, base: Path) -> dict[str, Any]:
@@ -208,6 +240,20 @@ def write_atomic(path: Path, text: str | Iterable[str]) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def parse_iso(text: object) -> float | None:
+    """A time as the results file writes it (``2026-11-28T18:49:16Z``) -> Unix seconds;
+    None for anything else."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _iso(timestamp: float | None) -> str | None:

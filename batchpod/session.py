@@ -140,6 +140,7 @@ async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Report
             journal=journal,
             keys=keys,
             reporter=reporter,
+            started=started,
         )
     counts = Counter(result.status.value for result in summary.results)
     log.info(
@@ -170,6 +171,7 @@ async def _run_locked(
     journal: Journal,
     keys: Sequence[str],
     reporter: Reporter,
+    started: float,
 ) -> tuple[RunSummary, RunHeader]:
     assert config.base_url is not None and config.api_key is not None
     records = journal.records()
@@ -238,7 +240,7 @@ async def _run_locked(
             results=tuple(results),
             stop=pool.stop,
             results_path=writer.path,
-            started_at=header.started_at,
+            started_at=started,
             finished_at=time.time(),
             balance_before_cents=before.balance_cents,
             balance_after_cents=after,
