@@ -2,8 +2,8 @@
 
 The contract (§8) documents `POST /api/v1/auth/api-keys` with `{name, scopes, expires_in_days}`
 and its response, and names `GET` (list) and `DELETE .../{id}` (revoke) without bodies. What is
-not documented is inferred here and marked so. The state that keys live in is `SandboxState`'s;
-this module only validates and renders. Imports nothing from batchpod.
+not documented is inferred here and marked so. The keys themselves live in `KeyRing`
+(`_keyring`); this module only validates and renders. Imports nothing from batchpod.
 """
 
 from __future__ import annotations
