@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 
-from batchpod import manifest as manifest_module
 from batchpod.errors import Problem
 from batchpod.manifest import (
+    DEFAULT_LIMITS,
+    EVENT_PARSERS,
     LOADERS,
     MAX_JOBS,
     MAX_MANIFEST_BYTES,
+    ManifestLimits,
     check_manifest,
     parse_manifest,
 )
@@ -34,10 +36,19 @@ SIZE_LIMIT = f"over the {MAX_MANIFEST_BYTES // 2**20} MiB limit"
 SPLIT = "split the catalogue into several manifests"
 
 
-def checked(path: Path, loader: type[Any], *, within: float) -> list[Problem]:
+def checked(
+    path: Path,
+    loader: type[Any],
+    *,
+    within: float,
+    limits: ManifestLimits = DEFAULT_LIMITS,
+    event_parser: type[Any] | None = None,
+) -> list[Problem]:
     """The problems in ``path``, which must be refused in less than ``within`` seconds."""
     start = time.perf_counter()
-    manifest, problems = check_manifest(path, loader=loader)
+    manifest, problems = check_manifest(
+        path, limits=limits, loader=loader, event_parser=event_parser
+    )
     elapsed = time.perf_counter() - start
     assert manifest is None
     assert problems, "a hostile manifest must be refused"
@@ -171,14 +182,12 @@ def test_a_job_listed_again_is_found_wherever_it_was_written(
 
 
 @pytest.mark.parametrize("loader", LOADERS, ids=LOADER_IDS)
-def test_aliases_cannot_pass_the_job_limit(
-    tmp_path: Path, loader: type[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_aliases_cannot_pass_the_job_limit(tmp_path: Path, loader: type[Any]) -> None:
     """Aliases list many jobs in little text: the job limit applies to them too."""
-    monkeypatch.setattr(manifest_module, "MAX_JOBS", 1000)
+    limits = ManifestLimits(max_jobs=1000)
     path = tmp_path / "jobs.yaml"
     path.write_text(f"version: 1\njobs:\n  - &j {JOB}\n" + "  - *j\n" * 1000, encoding="utf-8")
-    (problem,) = checked(path, loader, within=5)
+    (problem,) = checked(path, loader, within=5, limits=limits)
     assert (problem.line, problem.column) == (3, 3)
     assert problem.message == "'jobs' lists more than 1,000 jobs, the limit for one manifest"
     assert problem.hint == SPLIT
@@ -188,28 +197,27 @@ def test_aliases_cannot_pass_the_job_limit(
 
 
 @pytest.fixture(params=["C events", "pure events"])
-def event_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def event_parser(request: pytest.FixtureRequest) -> type[Any]:
     """Count a large manifest's events with libyaml, or with the pure parser as without it."""
     if request.param == "pure events":
-        monkeypatch.setattr(manifest_module, "_CParser", None)
-    elif manifest_module._CParser is None:
+        return EVENT_PARSERS[-1]
+    if len(EVENT_PARSERS) == 1:
         pytest.skip("PyYAML was built without libyaml")
-    return str(request.param)
+    return EVENT_PARSERS[0]
 
 
 @pytest.mark.parametrize("jobs", [1000, 1001])
 def test_job_limit_when_counted_matches_composed(
-    tmp_path: Path, event_parser: str, jobs: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, event_parser: type[Any], jobs: int
 ) -> None:
     """Counted from events (a large file) or from the composed list, the limit is the same."""
-    monkeypatch.setattr(manifest_module, "MAX_JOBS", 1000)
+    limits = ManifestLimits(max_jobs=1000)
     path = tmp_path / "jobs.yaml"
     path.write_text("version: 1\njobs:\n" + "  - a\n" * jobs, encoding="utf-8")
-    composed = check_manifest(path)[1]
+    composed = check_manifest(path, limits=limits, event_parser=event_parser)[1]
     # Count every text, and pass the node limit so that the events are read one by one.
-    monkeypatch.setattr(manifest_module, "_COUNT_FIRST_CHARS", 0)
-    monkeypatch.setattr(manifest_module, "MAX_YAML_NODES", 1010)
-    counted = check_manifest(path)[1]
+    limits = ManifestLimits(max_jobs=1000, count_first_chars=0, max_nodes=1010)
+    counted = check_manifest(path, limits=limits, event_parser=event_parser)[1]
     assert counted == composed
     if jobs > 1000:
         (problem,) = counted
@@ -221,28 +229,25 @@ def test_job_limit_when_counted_matches_composed(
 
 
 def test_a_manifest_at_the_limits_is_counted_and_loaded(
-    tmp_path: Path, event_parser: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, event_parser: type[Any]
 ) -> None:
-    """Exactly MAX_JOBS jobs in exactly MAX_YAML_NODES nodes pass the count and load."""
-    monkeypatch.setattr(manifest_module, "_COUNT_FIRST_CHARS", 0)
-    monkeypatch.setattr(manifest_module, "MAX_JOBS", 100)
+    """Exactly max_jobs jobs in exactly max_nodes nodes pass the count and load."""
     # The root, 'version: 1', 'jobs' and its list, then a mapping and 3 keys and values a job.
-    monkeypatch.setattr(manifest_module, "MAX_YAML_NODES", 5 + 100 * 7)
+    limits = ManifestLimits(count_first_chars=0, max_jobs=100, max_nodes=5 + 100 * 7)
     path = tmp_path / "jobs.yaml"
     lines = (f"  - {{url: 'https://e.com/{i}', mode: two, name: n{i}}}\n" for i in range(100))
     path.write_text("version: 1\njobs:\n" + "".join(lines), encoding="utf-8")
-    manifest, problems = check_manifest(path)
+    manifest, problems = check_manifest(path, limits=limits, event_parser=event_parser)
     assert problems == []
     assert manifest is not None and len(manifest.jobs) == 100
 
 
-def test_node_limit(tmp_path: Path, event_parser: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_node_limit(tmp_path: Path, event_parser: type[Any]) -> None:
     """Too many YAML nodes, even outside 'jobs', are refused before composing."""
-    monkeypatch.setattr(manifest_module, "MAX_YAML_NODES", 10_000)
-    monkeypatch.setattr(manifest_module, "_COUNT_FIRST_CHARS", 0)
+    limits = ManifestLimits(max_nodes=10_000, count_first_chars=0)
     path = tmp_path / "jobs.yaml"
     path.write_text(f"version: 1\njobs: [{JOB}]\nx: [" + "1," * 20_000 + "1]\n")
-    (problem,) = checked(path, LOADERS[0], within=10)
+    (problem,) = checked(path, LOADERS[0], within=10, limits=limits, event_parser=event_parser)
     # Twelve nodes come before the list's first item (root, keys, values, 'x' and the list).
     assert (problem.line, problem.column) == (3, 5 + 2 * (10_001 - 12 - 1))
     assert problem.message == (
@@ -252,19 +257,16 @@ def test_node_limit(tmp_path: Path, event_parser: str, monkeypatch: pytest.Monke
     assert problem.hint == SPLIT
 
 
-def test_counting_stops_at_a_syntax_error(
-    tmp_path: Path, event_parser: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_counting_stops_at_a_syntax_error(tmp_path: Path, event_parser: type[Any]) -> None:
     """A character YAML refuses, met while counting, is reported as composing finds it."""
-    monkeypatch.setattr(manifest_module, "_COUNT_FIRST_CHARS", 0)
-    monkeypatch.setattr(manifest_module, "MAX_YAML_NODES", 20)  # libyaml's count fails
+    limits = ManifestLimits(count_first_chars=0, max_nodes=20)  # libyaml's count fails
     path = tmp_path / "jobs.yaml"
     path.write_text(f"version: 1\njobs:\n  - {JOB}\n  - {{url: '\x1b', mode: two}}\n")
-    (problem,) = checked(path, LOADERS[0], within=2)
+    (problem,) = checked(path, LOADERS[0], within=2, limits=limits, event_parser=event_parser)
     assert (problem.line, problem.column) == (4, 12)
     assert problem.message == "YAML syntax error: character #x001b is not allowed in YAML"
     path.write_text(f"version: 1\njobs:\n  - {JOB}\n  - {{url: 'https://e.com/b', mode: two\n")
-    (problem,) = checked(path, LOADERS[0], within=2)
+    (problem,) = checked(path, LOADERS[0], within=2, limits=limits, event_parser=event_parser)
     assert problem.message.startswith("YAML syntax error"), str(problem)
 
 

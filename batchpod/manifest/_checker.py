@@ -1,0 +1,184 @@
+"""One manifest's check, top down: its YAML read, then the top-level keys, budget and defaults.
+
+Validation never stops at the first mistake: every rule reports to one ``Reporter`` and goes
+on, and a ``Manifest`` is built only when no problem was found. The YAML is read by ``_yaml``;
+the jobs are checked as it is composed (``_jobs``), each field by ``_fields``, and across the
+list by ``_naming``. This module holds the top-level rules and the order they run in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+from yaml.nodes import MappingNode, Node
+
+from batchpod.budget import dollars_to_cents
+from batchpod.models import Budget, Manifest
+
+from ._fields import JOB_KEYS, JobFields
+from ._jobs import Defaults, JobList
+from ._limits import ManifestLimits
+from ._naming import check_duplicates, finish_jobs
+from ._report import Reporter
+from ._values import INVALID, describe, is_null, mapping, scalar, string
+from ._yaml import read_root
+
+__all__ = [
+    "BUDGET_KEYS",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_OUTPUT_DIR",
+    "MAX_CONCURRENCY",
+    "SUPPORTED_VERSION",
+    "TOP_KEYS",
+    "Checker",
+]
+
+SUPPORTED_VERSION: Final = 1
+DEFAULT_OUTPUT_DIR: Final = "stems/"
+DEFAULT_CONCURRENCY: Final = 8
+MAX_CONCURRENCY: Final = 10_000
+
+TOP_KEYS: Final = ("version", "defaults", "output_dir", "concurrency", "budget", "jobs")
+BUDGET_KEYS: Final = ("max_spend_usd", "keep_balance_usd")
+
+
+class Checker:
+    """One validation pass over one manifest, collecting problems in ``report`` as it goes."""
+
+    def __init__(self, path: Path, limits: ManifestLimits) -> None:
+        self.shown = str(path)
+        self.base = Path(path).absolute().parent
+        self.report = Reporter(self.shown, limits)
+        self.fields = JobFields(self.base, self.report)
+        self.jobs = JobList(self.fields, self.report)
+
+    def run(
+        self, data: bytes | str, *, loader: type[Any] | None, event_parser: type[Any] | None
+    ) -> Manifest | None:
+        report = self.report
+        root = read_root(
+            data, report, take_job=self.jobs.take_job, loader=loader, event_parser=event_parser
+        )
+        if root is None:
+            return None
+        if not isinstance(root, MappingNode):
+            report.on(root, "the manifest must be a mapping with 'version' and 'jobs' keys")
+            return None
+        top = mapping(root, TOP_KEYS, "at the top level", report)
+
+        version = self.version(top.get("version"), root)
+        output_dir = self.output_dir(top.get("output_dir"))
+        concurrency = self.concurrency(top.get("concurrency"))
+        budget = self.budget(top.get("budget"))
+        defaults = self.defaults(top.get("defaults"))
+        drafts = self.jobs.check(top.get("jobs"), root, defaults)
+        check_duplicates(drafts, report)
+
+        if report.problems or version is None or output_dir is None or budget is None:
+            return None
+        if concurrency is None:
+            return None
+        jobs = finish_jobs(drafts)
+        return Manifest(
+            path=self.base / Path(self.shown).name,
+            version=version,
+            output_dir=output_dir,
+            concurrency=concurrency,
+            budget=budget,
+            jobs=jobs,
+        )
+
+    def version(self, node: Node | None, root: Node) -> int | None:
+        report = self.report
+        if node is None:
+            report.on(root, "missing 'version'", "add 'version: 1' at the top")
+            return None
+        value = scalar(node, report)
+        if value is INVALID:
+            return None
+        if type(value) is not int:
+            report.on(node, f"'version' must be a whole number, got {describe(node)}")
+            return None
+        if value != SUPPORTED_VERSION:
+            report.on(
+                node,
+                f"unsupported manifest version {report.quote(str(value))}",
+                f"this batchpod reads version {SUPPORTED_VERSION}",
+            )
+            return None
+        return value
+
+    def output_dir(self, node: Node | None) -> Path | None:
+        if node is None:
+            return self.base / DEFAULT_OUTPUT_DIR
+        text = string(node, "'output_dir'", self.report)
+        if text is None:
+            return None
+        if not text.strip() or "\x00" in text:
+            self.report.on(node, "'output_dir' must be a folder path")
+            return None
+        return Path(os.path.normpath(self.base / Path(text).expanduser()))
+
+    def concurrency(self, node: Node | None) -> int | None:
+        if node is None:
+            return DEFAULT_CONCURRENCY
+        value = scalar(node, self.report)
+        if value is INVALID:
+            return None
+        if type(value) is not int or not 1 <= value <= MAX_CONCURRENCY:
+            self.report.on(
+                node,
+                f"'concurrency' must be a whole number from 1 to {MAX_CONCURRENCY}, "
+                f"got {describe(node)}",
+            )
+            return None
+        return value
+
+    def budget(self, node: Node | None) -> Budget | None:
+        if node is None or is_null(node):
+            return Budget()
+        if not isinstance(node, MappingNode):
+            self.report.on(node, f"'budget' must be a mapping of {' and '.join(BUDGET_KEYS)}")
+            return None
+        fields = mapping(node, BUDGET_KEYS, "in 'budget'", self.report)
+        cents = {key: self.usd(value, key) for key, value in fields.items()}
+        if any(value is INVALID for value in cents.values()):
+            return None
+        return Budget(
+            max_spend_cents=cents.get("max_spend_usd"),
+            keep_balance_cents=cents.get("keep_balance_usd"),
+        )
+
+    def usd(self, node: Node, key: str) -> Any:
+        report = self.report
+        value = scalar(node, report)
+        if value is INVALID:
+            return INVALID
+        if value is None:
+            return None
+        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+            report.on(node, f"'{key}' must be a dollar amount of 0 or more, got {describe(node)}")
+            return INVALID
+        try:
+            return dollars_to_cents(Decimal(str(value)))
+        except ValueError:  # finite and >= 0 was checked above: only whole cents is left
+            report.on(node, f"'{key}' must be in whole cents, got {report.quote(node.value)}")
+            return INVALID
+
+    def defaults(self, node: Node | None) -> Defaults:
+        if node is None or is_null(node):
+            return Defaults(fields={})
+        if not isinstance(node, MappingNode):
+            self.report.on(node, "'defaults' must be a mapping of job fields")
+            return Defaults(fields={})
+        raw = mapping(node, JOB_KEYS, "in 'defaults'", self.report)
+        keys = frozenset(raw)
+        if "name" in raw:
+            self.report.on(
+                raw.pop("name"), "'name' cannot be a default", "every job's name differs"
+            )
+        return Defaults(fields=self.fields.parse(raw), keys=keys)

@@ -1,0 +1,216 @@
+"""A job's fields, one by one: ``url``, ``file``, ``mode``, ``stem``, ``name`` and ``duration``.
+
+Each field's node is parsed into its value (a URL's text, an absolute file path, a ``Mode``,
+a ``Stem``, a folder name, seconds) or reported and left out. The same parsers read a job's
+own fields and those in 'defaults'. Whether a job has the fields it needs, and how they
+combine, is the jobs list's business (``_jobs``); local files are checked to exist here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from yaml.nodes import Node, ScalarNode
+
+from batchpod.identity import is_simple_url
+from batchpod.models import Mode, Stem
+
+from ._report import Reporter, close_match
+from ._values import INVALID, describe, scalar, string
+from ._yaml import PLAIN, STR_TAG
+
+__all__ = ["JOB_KEYS", "MAX_NAME_LENGTH", "MAX_URL_LENGTH", "JobFields"]
+
+JOB_KEYS: Final = ("url", "file", "mode", "stem", "name", "duration")
+MAX_NAME_LENGTH: Final = 100
+MAX_URL_LENGTH: Final = 8192
+
+# Mode names AudioPod used before July 2026; the API now answers them with 422.
+_LEGACY_MODES: Final = {
+    "2stem": Mode.TWO,
+    "2stems": Mode.TWO,
+    "4stem": Mode.FOUR,
+    "4stems": Mode.FOUR,
+    "6stem": Mode.SIX,
+    "6stems": Mode.SIX,
+    "8stem": Mode.PRODUCER,
+    "12stem": Mode.STUDIO,
+    "16stem": Mode.MASTERING,
+}
+
+_MODES: Final = {m.value: m for m in Mode}
+_STEMS: Final = {s.value: s for s in Stem}
+_VALID_MODES: Final = ", ".join(_MODES)
+_VALID_STEMS: Final = ", ".join(_STEMS)
+_SPACE: Final = re.compile(r"\s")
+
+# Characters that no output folder name may contain on any common filesystem.
+_BAD_NAME_CHARS: Final = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')
+
+
+class JobFields:
+    """The per-job field parsers for one manifest, whose folder anchors relative 'file' paths."""
+
+    def __init__(self, base: Path, report: Reporter) -> None:
+        self.base = base
+        self.report = report
+        self.parsers: dict[str, Callable[[Node], Any]] = {
+            "url": self.url,
+            "file": self.file,
+            "mode": self.mode,
+            "stem": self.stem,
+            "name": self.name,
+            "duration": self.duration,
+        }
+
+    def parse(self, raw: dict[str, Node]) -> dict[str, Any]:
+        """Parse each present per-job field; bad ones are reported and left out."""
+        fields: dict[str, Any] = {}
+        for key, node in raw.items():
+            value = self.parsers[key](node)
+            if value is not INVALID:
+                fields[key] = value
+        return fields
+
+    def url(self, node: Node) -> Any:
+        report = self.report
+        text = string(node, "'url'", report)
+        if text is None:
+            return INVALID
+        text = text.strip()
+        if len(text) > MAX_URL_LENGTH:
+            report.on(node, f"'url' is longer than {MAX_URL_LENGTH} characters")
+            return INVALID
+        if is_simple_url(text):  # http(s), a host: all that is checked below
+            return text
+        parts = urlsplit(text) if not _SPACE.search(text) else None
+        if parts is None:
+            report.on(node, "'url' must not contain spaces", "percent-encode them as %20")
+            return INVALID
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            if not parts.scheme or "." in parts.scheme:
+                hint = f"did you mean 'https://{report.quote(text)}'?"
+                report.on(node, "'url' must start with http:// or https://", hint)
+            else:
+                report.on(
+                    node,
+                    f"'url' scheme '{report.quote(parts.scheme)}' is not supported",
+                    "use http or https",
+                )
+            return INVALID
+        try:
+            host = parts.hostname
+            _ = parts.port
+        except ValueError:
+            host = None
+        if not host:
+            report.on(node, f"'url' has no valid host: {report.quote(text)}")
+            return INVALID
+        return text
+
+    def file(self, node: Node) -> Any:
+        report = self.report
+        text = string(node, "'file'", report)
+        if text is None:
+            return INVALID
+        if not text.strip() or "\x00" in text:
+            report.on(node, "'file' must be a file path")
+            return INVALID
+        path = Path(os.path.normpath(self.base / Path(text).expanduser()))
+        try:
+            is_file = path.is_file()
+            exists = is_file or path.exists()
+        except OSError as exc:
+            report.on(node, f"cannot read 'file' {report.quote(text)}: {exc.strerror or exc}")
+            return INVALID
+        if not exists:
+            report.on(
+                node,
+                f"file not found: {report.quote(text)}",
+                f"looked for {report.quote(str(path))}",
+            )
+            return INVALID
+        if not is_file:
+            report.on(node, f"'file' is not a regular file: {report.quote(text)}")
+            return INVALID
+        return path
+
+    def mode(self, node: Node) -> Any:
+        if node.tag in (PLAIN, STR_TAG) and node.value in _MODES:
+            return _MODES[node.value]  # no mode's name reads as anything but text in YAML
+        report = self.report
+        valid = _VALID_MODES
+        text = string(node, "'mode'", report, hint=f"valid modes: {valid}")
+        if text is None:
+            return INVALID
+        mode = _MODES.get(text)
+        if mode is not None:
+            return mode
+        legacy = _LEGACY_MODES.get(text.lower())
+        if legacy is not None:
+            hint = f"'{text}' is AudioPod's old name; use '{legacy.value}'"
+        elif text.lower() in _MODES:
+            hint = f"modes are lower case: '{text.lower()}'"
+        else:
+            hint = f"valid modes: {valid}"
+        report.on(node, f"unknown mode '{report.quote(text)}'", hint)
+        return INVALID
+
+    def stem(self, node: Node) -> Any:
+        report = self.report
+        valid = _VALID_STEMS
+        text = string(node, "'stem'", report, hint=f"valid stems: {valid}")
+        if text is None:
+            return INVALID
+        stem = _STEMS.get(text)
+        if stem is not None:
+            return stem
+        close = close_match(text.lower(), tuple(_STEMS))
+        hint = f"did you mean '{close}'? " if close else ""
+        report.on(node, f"unknown stem '{report.quote(text)}'", f"{hint}valid stems: {valid}")
+        return INVALID
+
+    def name(self, node: Node) -> Any:
+        report = self.report
+        value = scalar(node, report)
+        if value is INVALID:
+            return INVALID
+        # A bare number is a fine folder name ("name: 2019"): take the text as written.
+        if type(value) not in (str, int, float) or not isinstance(node, ScalarNode):
+            report.on(node, f"'name' must be text, got {describe(node)}")
+            return INVALID
+        text = str(node.value)
+        cut = report.cut
+        hint = "use letters, digits, spaces, '-', '_' or '.'"
+        if not text.strip():
+            report.on(node, "'name' must not be empty", hint)
+        elif text in (".", "..") or text.startswith("."):
+            report.on(node, f"'name' cannot start with a dot: {cut(text)!r}", hint)
+        elif _BAD_NAME_CHARS.search(text):
+            report.on(node, f"'name' cannot be a folder name: {cut(text)!r}", hint)
+        elif len(text) > MAX_NAME_LENGTH:
+            report.on(node, f"'name' is longer than {MAX_NAME_LENGTH} characters")
+        elif text != text.strip():
+            report.on(node, f"'name' must not start or end with spaces: {cut(text)!r}")
+        else:
+            return text
+        return INVALID
+
+    def duration(self, node: Node) -> Any:
+        value = scalar(node, self.report)
+        if value is INVALID:
+            return INVALID
+        if type(value) not in (int, float) or not math.isfinite(value) or value <= 0:
+            self.report.on(
+                node,
+                f"'duration' must be a number of seconds above 0, got {describe(node)}",
+            )
+            return INVALID
+        return float(value)
