@@ -1,0 +1,247 @@
+"""``batchpod run``: every job of a manifest, submitted, polled, downloaded, results written.
+
+The flags become one ``RunConfig`` and ``batchpod.api.run_manifest`` does the run; this module
+picks the reporter for the terminal (a progress bar on a TTY) and prints the summary line.
+``--dry-run`` prints ``batchpod estimate``'s table instead and submits nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+
+from batchpod.api import run_manifest
+from batchpod.budget import usd
+from batchpod.config import RunConfig
+from batchpod.errors import ExitCode
+from batchpod.manifest import load_manifest
+from batchpod.models import JobStatus
+from batchpod.reporters import BarReporter, LogReporter, TeeReporter
+from batchpod.runner import Reporter, StopReason
+from batchpod.session import RunSummary
+
+from ._options import (
+    DEFAULTS,
+    PROG,
+    Commands,
+    add_api_arguments,
+    add_money_arguments,
+    api_key,
+    duration,
+    env_source,
+    key_source,
+    positive_float,
+    positive_int,
+    seconds,
+    shard,
+)
+from .estimate import show_estimate
+
+
+def add_parsers(commands: Commands) -> None:
+    """Add ``run``."""
+    run = commands.add_parser(
+        "run",
+        help="run every job of a manifest: submit, poll, download, write results",
+        description=(
+            "Validate the manifest, then submit its jobs to AudioPod (concurrency at a time), "
+            "poll them, download every stem to output_dir/NAME/, and write a results manifest "
+            "next to the manifest. Nothing is submitted while the manifest has problems."
+        ),
+    )
+    run.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
+    add_api_arguments(run)
+    run.add_argument(
+        "--results",
+        metavar="PATH",
+        type=Path,
+        help="where to write the results manifest (default: MANIFEST's name + .results.yaml, "
+        "or .results.json with --format json)",
+    )
+    run.add_argument(
+        "--format",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="format of the results manifest (default: yaml)",
+    )
+    run.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=positive_int,
+        help="jobs in flight at once, overriding the manifest's 'concurrency'",
+    )
+    run.add_argument(
+        "--no-download",
+        action="store_true",
+        help="stop at completed jobs and record their download URLs instead of downloading",
+    )
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing when every job succeeded (for cron); otherwise only the problems "
+        "and the summary",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the log on stderr (or --log-file): lines for people, or one JSON event per line "
+        "(default: text)",
+    )
+    run.add_argument(
+        "--log-file",
+        metavar="PATH",
+        type=Path,
+        help="append the log to PATH instead of stderr (created owner-only); warnings and "
+        "errors still reach stderr",
+    )
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        type=shard,
+        help="run only shard I of N (I from 0): the jobs whose content key falls in it, with "
+        "a state and results file of its own (MANIFEST.shard-I-of-N.results.yaml)",
+    )
+    run.add_argument(
+        "--budget-scope",
+        choices=("shard", "wallet"),
+        default="shard",
+        help="shard: the caps apply to this run alone; wallet: also read the wallet before "
+        "every job, so shards spending from one wallet all keep its keep_balance "
+        "(default: shard)",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the cost estimate (as 'batchpod estimate') and submit nothing",
+    )
+    add_money_arguments(run)
+    run.add_argument(
+        "--state",
+        metavar="PATH",
+        type=Path,
+        help="the state file that makes re-runs resume (default: MANIFEST's name + .batchpod.db)",
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="submit jobs that failed in an earlier run again (each is a new charge)",
+    )
+    run.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=seconds,
+        default=DEFAULTS.grace_s,
+        help="after Ctrl-C or SIGTERM, how long jobs in flight may still finish "
+        f"(default: {DEFAULTS.grace_s:g})",
+    )
+    run.add_argument(
+        "--job-timeout",
+        metavar="TIME",
+        type=duration,
+        default=DEFAULTS.job_timeout_s,
+        help="how long one job may take, submit to last stem, before it is recorded as "
+        "'expired' (a re-run picks it up without paying again); seconds, or with a unit: "
+        f"90m, 2h (default: {_as_time(DEFAULTS.job_timeout_s)})",
+    )
+    run.add_argument(
+        "--max-rps",
+        metavar="N",
+        type=positive_float,
+        help="send at most N API requests per second, evenly spaced (stem downloads apart; "
+        "default: no cap beyond backing off on AudioPod's 429s)",
+    )
+    run.add_argument(
+        "--fallback-key-env",
+        metavar="NAME",
+        help="environment variable holding a second key: if AudioPod refuses the first "
+        "(invalid, revoked or expired), the run switches to it once and records that "
+        "(for key rotation)",
+    )
+    run.add_argument(
+        "--download-concurrency",
+        metavar="N",
+        type=positive_int,
+        default=DEFAULTS.download_concurrency,
+        help=f"stem downloads at once, across all jobs (default: {DEFAULTS.download_concurrency})",
+    )
+    run.set_defaults(handler=_cmd_run)
+
+
+def _as_time(seconds: float) -> str:
+    """``7200`` -> ``2h``: a time as --job-timeout takes it."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}"
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    manifest = load_manifest(args.manifest)  # validates: nothing is sent while it has problems
+    if args.dry_run:
+        return show_estimate(manifest, args, out)
+    # Read first thing, so that a missing key is reported before anything else happens.
+    key = None if args.sandbox else api_key(args)
+    fallback = None if args.fallback_key_env is None else env_source(args.fallback_key_env)
+    config = RunConfig(
+        sandbox=args.sandbox,
+        base_url=args.base_url,
+        api_key=key,
+        key_source=None if args.sandbox else key_source(args),
+        fallback_key_source=fallback,
+        shard=args.shard,
+        concurrency=args.concurrency,
+        download=not args.no_download,
+        retry_failed=args.retry_failed,
+        max_spend_cents=args.max_spend,
+        keep_balance_cents=args.keep_balance,
+        budget_scope=args.budget_scope,
+        assumed_duration_s=args.assume_duration * 60,
+        results_path=args.results,
+        results_format=args.format,
+        state_path=args.state,
+        job_timeout_s=args.job_timeout,
+        grace_s=args.grace,
+        handle_signals=True,
+        max_rps=args.max_rps,
+        download_concurrency=args.download_concurrency,
+    )
+    bar = None
+    reporter: Reporter = LogReporter()
+    if err.isatty() and not args.quiet and (args.log_format == "text" or args.log_file):
+        # A shard's share of the jobs is known only once their keys are: no total then.
+        bar = BarReporter(len(manifest.jobs) if args.shard is None else None, stream=err)
+        reporter = TeeReporter(bar, reporter)
+        args.people_log.setLevel(logging.WARNING)  # the bar shows the progress
+        if not args.log_file:
+            logging.getLogger(PROG).setLevel(logging.WARNING)
+    try:
+        summary = anyio.run(functools.partial(run_manifest, manifest, config, reporter=reporter))
+    finally:
+        if bar is not None:
+            bar.close()
+    code = summary.exit_code
+    if args.quiet and code == ExitCode.OK:
+        return code  # all is well: cron mails nothing
+    print(_summary_line(summary), file=out)
+    if summary.stop is not None and summary.stop.reason is not StopReason.INTERRUPTED:
+        print(f"{PROG}: stopped early: {summary.stop.message}", file=err)
+    return code
+
+
+def _summary_line(summary: RunSummary) -> str:
+    """``done: 3 succeeded, 1 failed in 12.0 s; spent $0.40; results: PATH``."""
+    counts: dict[str, int] = {}
+    for result in summary.results:
+        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+    parts = [f"{counts[s.value]} {s.value}" for s in JobStatus if counts.get(s.value)]
+    elapsed = summary.finished_at - summary.started_at
+    return (
+        f"done: {', '.join(parts) or 'no jobs'} in {elapsed:.1f} s; "
+        f"spent {usd(summary.spent_cents)}; results: {summary.results_path}"
+    )
