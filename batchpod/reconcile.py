@@ -100,8 +100,12 @@ def matches(job: Job, row: RemoteJob) -> bool:
             return False
         url = job.source.url
         if row.input_path and row.input_path.startswith(("http://", "https://")):
-            # The row names its URL: nothing less than the same URL will do.
-            if normalize_url(row.input_path) != normalize_url(url):
+            # The row names its URL: nothing less than the same URL will do (and a URL
+            # that cannot even be read, such as an unclosed IPv6 bracket, is not ours).
+            try:
+                if normalize_url(row.input_path) != normalize_url(url):
+                    return False
+            except ValueError:
                 return False
         else:
             # The contract does not say what input_path and display_name hold for a URL job

@@ -248,6 +248,7 @@ RULES = [
     ("version: 1\njobs:\n  - {url: 'e.com/a', mode: two}\n", 3, "'e.com", "must start with http:// or https://", "did you mean 'https://e.com/a'?"),
     ("version: 1\njobs:\n  - {url: 'ftp://e.com/a', mode: two}\n", 3, "'ftp", "scheme 'ftp' is not supported", "http or https"),
     ("version: 1\njobs:\n  - {url: 'https:///a', mode: two}\n", 3, "'https", "no valid host", None),
+    ("version: 1\njobs:\n  - {url: 'https://[::1', mode: two}\n", 3, "'https", "no valid host", None),
     ("version: 1\njobs:\n  - {url: 'https://e.com/a b', mode: two}\n", 3, "'https", "must not contain spaces", "%20"),
     ("version: 1\njobs:\n  - {url: 42, mode: two}\n", 3, "42", "'url' must be text, got '42'", None),
     ("version: 1\njobs:\n  - {file: nowhere.wav, mode: two}\n", 3, "nowhere", "file not found: nowhere.wav", "looked for"),

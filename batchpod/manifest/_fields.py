@@ -89,9 +89,13 @@ class JobFields:
             return INVALID
         if is_simple_url(text):  # http(s), a host: all that is checked below
             return text
-        parts = urlsplit(text) if not _SPACE.search(text) else None
-        if parts is None:
+        if _SPACE.search(text):
             report.on(node, "'url' must not contain spaces", "percent-encode them as %20")
+            return INVALID
+        try:
+            parts = urlsplit(text)
+        except ValueError:  # an unclosed IPv6 bracket, say: urlsplit refuses it outright
+            report.on(node, f"'url' has no valid host: {report.quote(text)}")
             return INVALID
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
