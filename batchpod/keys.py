@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from batchpod.client import DEFAULT_KEY_SOURCE, ApiClient
-from batchpod.client._models import is_key_shaped
+from batchpod.client import DEFAULT_KEY_SOURCE, ApiClient, is_key_shaped
 from batchpod.errors import BadApiKey, KeyFileError, MissingApiKey
 
 #: The environment variable batchpod reads the key from unless told otherwise.

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from conftest import SONG, FakeClock, SandboxFactory
 
 from batchpod.client import ApiClient, ApiKeyInfo, CreatedApiKey, KeyStatus, RemoteJob
-from batchpod.client._models import api_keys_of
+from batchpod.client._key_models import api_keys_of
 from batchpod.errors import (
     ApiError,
     ApiKeyNotFound,

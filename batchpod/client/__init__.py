@@ -19,11 +19,16 @@ Public API::
     CreatedApiKey, RevokedApiKey          (only ``CreatedApiKey.key`` ever holds a key)
     DEFAULT_BASE_URL                      https://api.audiopod.ai
     DEFAULT_KEY_SOURCE                    "AUDIOPOD_API_KEY": how messages name the key
+    MAX_JSON_BYTES                        the largest successful API body read (10 MiB)
     parse_retry_after(value, now=)        seconds from a Retry-After header
+    is_key_shaped(value)                  whether a value looks like an AudioPod key (ap_...)
     redact, is_transient, outcome_unknown re-exported from batchpod.errors
 
-Modules: ``_models`` (value objects and JSON parsing, pure), ``_classify`` (which error a
-response or aiohttp exception is, pure), ``_api`` (the sessions and the API requests),
+Modules: ``_models`` (job and wallet value objects and their JSON parsing, pure),
+``_key_models`` (API key value objects and their JSON parsing, pure), ``_classify`` (which
+error a response or aiohttp exception is, pure), ``_keyring`` (which key requests carry: the
+switch to a fallback, pure), ``_transport`` (the sessions and the one seam ``_send``: pacing,
+counts, key refusals), ``_api`` (``ApiClient``: one method per API call, over the transport),
 ``_download`` (one stem into one file, atomically).
 """
 
@@ -31,21 +36,19 @@ from __future__ import annotations
 
 from batchpod.errors import is_transient, outcome_unknown, redact
 
-from ._api import MAX_JSON_BYTES, ApiClient, RequestCounts
+from ._api import ApiClient
 from ._classify import parse_retry_after
+from ._key_models import ApiKeyInfo, CreatedApiKey, KeyStatus, RevokedApiKey, is_key_shaped
 from ._models import (
     DEFAULT_BASE_URL,
     DEFAULT_KEY_SOURCE,
-    ApiKeyInfo,
     Balance,
     ClientTimeouts,
-    CreatedApiKey,
-    KeyStatus,
     RemoteJob,
     RemoteStatus,
-    RevokedApiKey,
     UsageRow,
 )
+from ._transport import MAX_JSON_BYTES, RequestCounts
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -62,6 +65,7 @@ __all__ = [
     "RequestCounts",
     "RevokedApiKey",
     "UsageRow",
+    "is_key_shaped",
     "is_transient",
     "outcome_unknown",
     "parse_retry_after",

@@ -1,9 +1,9 @@
 """The rules of the HTTP -> batchpod error seam: which ``ApiError`` a response or failure is.
 
 Pure functions of a status, headers, body bytes or an aiohttp exception. They are applied in
-exactly two places: ``ApiClient._request`` for the API and ``ApiClient.download`` for storage.
-They know the contract's error table (§9, §14 #12-13) and nothing of sessions or files. Every
-piece of server text passes through ``redact`` before it reaches a message.
+exactly two places: ``Transport._send`` for the API and ``_download.fetch_to_file`` for
+storage. They know the contract's error table (§9, §14 #12-13) and nothing of sessions or
+files. Every piece of server text passes through ``redact`` before it reaches a message.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""What AudioPod answers, as frozen value objects, and the parsing that builds them from JSON.
+"""What AudioPod answers about jobs and the wallet: frozen value objects parsed from JSON.
 
 Pure: no I/O and no aiohttp. Owns the reading of the job object (contract §4), the wallet
-balance (§6.1), the estimate (§6.2), the price table (§6.5) and the API keys (§8), plus
-``ClientTimeouts``. Of all of these only ``CreatedApiKey`` ever holds a key's value, and its
-repr does not show it.
+balance (§6.1), the estimate (§6.2), the usage log (§6.4) and the price table (§6.5), plus
+``ClientTimeouts`` and the field readers the API keys' models (``_key_models``) share. None of
+these ever holds a key's value.
 
 Parsing is strict where a wrong value would mislead the run and lenient where it would only
 cost a paid-for job: a missing or malformed ``id``, ``download_urls`` or ``balance_cents``
@@ -33,7 +33,7 @@ SERVICE_TYPE: Final = "stem_extraction"
 
 # Ids go into URL paths; the API's are integers, so anything but a short token is suspect.
 # API key ids are UUIDs (§8), which fit the same pattern.
-_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+SHORT_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _USD = re.compile(r"\s*\$?\s*(\d{1,12}(?:\.\d{1,4})?)\b")
 
 
@@ -87,7 +87,7 @@ class RemoteJob:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not _JOB_ID.fullmatch(self.id):
+        if not isinstance(self.id, str) or not SHORT_TOKEN.fullmatch(self.id):
             raise ValueError(f"a RemoteJob id must be a short token, got {self.id!r}")
         for name in ("download_urls", "quality_scores", "raw"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
@@ -96,16 +96,16 @@ class RemoteJob:
     def from_json(cls, data: object) -> RemoteJob:
         """A job from a decoded JSON object (a submit, status or list item body)."""
         if not isinstance(data, dict):
-            raise InvalidResponse(f"expected a job object, got {_kind(data)}")
+            raise InvalidResponse(f"expected a job object, got {kind_of(data)}")
         return cls(
             id=job_id_of(data),
             status=RemoteStatus.parse(data.get("status")),
             download_urls=_download_urls(data.get("download_urls")),
             quality_scores=_scores(data.get("quality_scores")),
-            error_message=_text(data.get("error_message")),
-            source_type=_text(data.get("source_type")),
-            display_name=_text(data.get("display_name")),
-            input_path=_text(data.get("input_path")),
+            error_message=text_of(data.get("error_message")),
+            source_type=text_of(data.get("source_type")),
+            display_name=text_of(data.get("display_name")),
+            input_path=text_of(data.get("input_path")),
             created_at=parse_time(data.get("created_at")),
             completed_at=parse_time(data.get("completed_at")),
             raw=data,
@@ -125,7 +125,7 @@ class Balance:
     def from_json(cls, data: object) -> Balance:
         """The balance from a decoded ``GET /api-wallet/balance`` body."""
         if not isinstance(data, dict):
-            raise InvalidResponse(f"expected a balance object, got {_kind(data)}")
+            raise InvalidResponse(f"expected a balance object, got {kind_of(data)}")
         balance = cents_of(data.get("balance_cents"))
         if balance is None:
             balance = usd_cents(data.get("balance_usd"))
@@ -154,7 +154,7 @@ class UsageRow:
     def from_json(cls, data: object) -> UsageRow:
         """A row from one decoded ``logs`` item."""
         if not isinstance(data, dict):
-            raise InvalidResponse(f"expected a usage row object, got {_kind(data)}")
+            raise InvalidResponse(f"expected a usage row object, got {kind_of(data)}")
         amount = cents_of(data.get("amount_cents"))
         if amount is None:
             amount = usd_cents(data.get("amount_usd"))
@@ -167,153 +167,9 @@ class UsageRow:
             job_id=job_id,
             amount_cents=amount,
             duration_s=_seconds(duration),
-            service_type=_text(data.get("service_type")),
+            service_type=text_of(data.get("service_type")),
             created_at=parse_time(data.get("created_at")),
         )
-
-
-class KeyStatus(StrEnum):
-    """Whether an API key still works, as the key list says or as its times imply.
-
-    ``UNKNOWN`` is a status word batchpod does not know (the list's ``status`` is inferred
-    from the older docs' ``?status=active`` filter, §8).
-    """
-
-    ACTIVE = "active"
-    REVOKED = "revoked"
-    EXPIRED = "expired"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ApiKeyInfo:
-    """One API key as ``GET /auth/api-keys`` lists it (§8): its metadata, never its value."""
-
-    id: str
-    name: str | None = None
-    scopes: tuple[str, ...] = ()
-    status: KeyStatus = KeyStatus.ACTIVE
-    created_at: datetime | None = None
-    last_used_at: datetime | None = None
-    expires_at: datetime | None = None
-    revoked_at: datetime | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not _JOB_ID.fullmatch(self.id):
-            raise ValueError("an API key id must be a short token")
-        object.__setattr__(self, "scopes", tuple(self.scopes))
-
-    @classmethod
-    def from_json(cls, data: object, *, now: datetime) -> ApiKeyInfo:
-        """A key from one decoded list item. ``status`` is read when the item has a string
-        one, else derived: ``revoked_at`` set means revoked, ``expires_at`` at or before
-        ``now`` expired, otherwise active. Any value the item carries is not kept."""
-        if not isinstance(data, dict):
-            raise InvalidResponse(f"expected an API key object, got {_kind(data)}")
-        revoked_at = parse_time(data.get("revoked_at"))
-        expires_at = parse_time(data.get("expires_at"))
-        raw_status = data.get("status")
-        if isinstance(raw_status, str) and raw_status.strip():
-            try:
-                status = KeyStatus(raw_status.strip().lower())
-            except ValueError:
-                status = KeyStatus.UNKNOWN
-        elif revoked_at is not None:
-            status = KeyStatus.REVOKED
-        elif expires_at is not None and expires_at <= now:
-            status = KeyStatus.EXPIRED
-        else:
-            status = KeyStatus.ACTIVE
-        return cls(
-            id=_key_id_of(data),
-            name=_text(data.get("name")),
-            scopes=_scopes_of(data.get("scopes")),
-            status=status,
-            created_at=parse_time(data.get("created_at")),
-            last_used_at=parse_time(data.get("last_used_at")),
-            expires_at=expires_at,
-            revoked_at=revoked_at,
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class CreatedApiKey:
-    """A key ``POST /auth/api-keys`` just made (§8). The only object that holds a key's value
-    (``key``): AudioPod shows it this once. Its repr and str show ``ap_***`` instead."""
-
-    id: str
-    key: str
-    name: str | None = None
-    scopes: tuple[str, ...] = ()
-    created_at: datetime | None = None
-    expires_at: datetime | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not _JOB_ID.fullmatch(self.id):
-            raise ValueError("an API key id must be a short token")
-        if not is_key_shaped(self.key):
-            raise ValueError("the key's value is not an AudioPod key (ap_...)")
-        object.__setattr__(self, "scopes", tuple(self.scopes))
-
-    def __repr__(self) -> str:
-        return (
-            f"CreatedApiKey(id={self.id!r}, name={self.name!r}, scopes={self.scopes!r}, "
-            "key='ap_***')"
-        )
-
-    __str__ = __repr__
-
-    @property
-    def info(self) -> ApiKeyInfo:
-        """The new key's metadata, as the key list would show it."""
-        return ApiKeyInfo(
-            id=self.id,
-            name=self.name,
-            scopes=self.scopes,
-            status=KeyStatus.ACTIVE,
-            created_at=self.created_at,
-            expires_at=self.expires_at,
-        )
-
-    @classmethod
-    def from_json(cls, data: object) -> CreatedApiKey:
-        """The key from a decoded create response: ``id``, ``api_key`` and the rest (§8)."""
-        if not isinstance(data, dict):
-            raise InvalidResponse(f"expected the created API key, got {_kind(data)}")
-        key_id = _key_id_of(data)
-        value = data.get("api_key")
-        if not is_key_shaped(value):
-            # Never the value itself, even a malformed one: it may be most of a real key.
-            raise InvalidResponse(
-                f"AudioPod made API key {key_id} but sent no usable value for it (no ap_ "
-                "'api_key'); revoke that key and create another"
-            )
-        assert isinstance(value, str)
-        return cls(
-            id=key_id,
-            key=value,
-            name=_text(data.get("name")),
-            scopes=_scopes_of(data.get("scopes")),
-            created_at=parse_time(data.get("created_at")),
-            expires_at=parse_time(data.get("expires_at")),
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RevokedApiKey:
-    """What ``DELETE /auth/api-keys/{id}`` says (the docs show no body: ``revoked_at`` is
-    ``None`` when the answer has none)."""
-
-    id: str
-    revoked_at: datetime | None = None
-
-    @classmethod
-    def from_json(cls, data: object, *, key_id: str) -> RevokedApiKey:
-        """The revocation from a decoded answer (``None`` for an empty one) to revoking
-        ``key_id``."""
-        if not isinstance(data, dict):
-            return cls(id=key_id)
-        return cls(id=key_id, revoked_at=parse_time(data.get("revoked_at")))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,8 +211,8 @@ def job_id_of(data: Mapping[str, Any]) -> str:
     elif isinstance(value, str):
         text = value.strip()
     else:
-        raise InvalidResponse(f"the job object has no usable 'id' or 'job_id' ({_kind(value)})")
-    if not _JOB_ID.fullmatch(text):
+        raise InvalidResponse(f"the job object has no usable 'id' or 'job_id' ({kind_of(value)})")
+    if not SHORT_TOKEN.fullmatch(text):
         raise InvalidResponse(f"the job id {text[:40]!r} is not a short token")
     return text
 
@@ -435,50 +291,6 @@ def usage_rows_of(data: object) -> list[UsageRow]:
     return [UsageRow.from_json(item) for item in logs]
 
 
-def api_keys_of(data: object, *, now: datetime) -> list[ApiKeyInfo]:
-    """The keys of a key list body: ``{"api_keys": [...]}`` (the sandbox, after the one
-    AudioPod example), ``{"keys": [...]}`` or a bare array."""
-    items = data
-    if isinstance(data, dict):
-        items = next((data[k] for k in ("api_keys", "keys") if k in data), None)
-    if not isinstance(items, list):
-        raise InvalidResponse("the key list has no 'api_keys' array")
-    return [ApiKeyInfo.from_json(item, now=now) for item in items]
-
-
-def is_key_shaped(value: object) -> bool:
-    """Whether ``value`` looks like an AudioPod key: ``ap_`` and more, printable ASCII, no
-    spaces. Says nothing about whether AudioPod accepts it."""
-    return (
-        isinstance(value, str)
-        and value.startswith("ap_")
-        and len(value) > 3
-        and value.isascii()
-        and value.isprintable()
-        and not any(c.isspace() for c in value)
-    )
-
-
-def _key_id_of(data: Mapping[str, Any]) -> str:
-    """An API key's ``id`` (or ``key_id``) as a short token; InvalidResponse otherwise."""
-    value = data.get("id")
-    if value is None:
-        value = data.get("key_id")
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not _JOB_ID.fullmatch(value.strip()):
-        raise InvalidResponse(f"an API key has no usable 'id' ({_kind(value)})")
-    return value.strip()
-
-
-def _scopes_of(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list):
-        return tuple(item for item in value if isinstance(item, str))
-    return ()
-
-
 def _seconds(value: object) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
@@ -493,7 +305,7 @@ def _download_urls(value: object) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidResponse(f"'download_urls' should be an object, got {_kind(value)}")
+        raise InvalidResponse(f"'download_urls' should be an object, got {kind_of(value)}")
     urls: dict[str, str] = {}
     for stem, url in value.items():
         if not isinstance(url, str) or not url.strip():
@@ -517,9 +329,11 @@ def _scores(value: object) -> dict[str, float]:
     return scores
 
 
-def _text(value: object) -> str | None:
+def text_of(value: object) -> str | None:
+    """``value`` if it is a string, else ``None``."""
     return value if isinstance(value, str) else None
 
 
-def _kind(value: object) -> str:
+def kind_of(value: object) -> str:
+    """What JSON gave instead, for messages: ``null``, ``list``, ``int``..., never the value."""
     return "null" if value is None else type(value).__name__
