@@ -162,3 +162,13 @@ class RunConfig:
 def base_url_from_env() -> str:
     """``$AUDIOPOD_BASE_URL``, else AudioPod's own address."""
     return (os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+
+def as_duration(seconds: float, *, flag: bool = False) -> str:
+    """A time setting as people write it: ``7200`` -> ``2 h``, ``5400`` -> ``90 min``,
+    ``45`` -> ``45 s``; with ``flag``, as ``--job-timeout`` takes it: ``2h``, ``90m``, ``45``."""
+    units = (("h", 3600), ("m", 60)) if flag else (("h", 3600), ("min", 60))
+    for unit, size in units:
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{'' if flag else ' '}{unit}"
+    return f"{seconds:g}" if flag else f"{seconds:g} s"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 from batchpod.cli import ExitCode, build_parser
+from batchpod.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -43,6 +45,13 @@ def test_every_flag_is_documented() -> None:
         if flag != "--help" and not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", README)
     ]
     assert not missing, f"undocumented flags: {missing}"
+
+
+def test_every_run_setting_is_documented() -> None:
+    """Each field of RunConfig (run_manifest's options) is named in the Python API section."""
+    section = README.split("### The Python API", 1)[1].split("\n## ", 1)[0]
+    missing = [f.name for f in dataclasses.fields(RunConfig) if f"`{f.name}`" not in section]
+    assert not missing, f"RunConfig fields the README does not name: {missing}"
 
 
 def test_every_exit_code_is_documented() -> None:

@@ -17,7 +17,7 @@ import anyio
 
 from batchpod.api import run_manifest
 from batchpod.budget import usd
-from batchpod.config import RunConfig
+from batchpod.config import RunConfig, as_duration
 from batchpod.errors import ExitCode
 from batchpod.manifest import load_manifest
 from batchpod.models import JobStatus
@@ -147,7 +147,7 @@ def add_parsers(commands: Commands) -> None:
         default=DEFAULTS.job_timeout_s,
         help="how long one job may take, submit to last stem, before it is recorded as "
         "'expired' (a re-run picks it up without paying again); seconds, or with a unit: "
-        f"90m, 2h (default: {_as_time(DEFAULTS.job_timeout_s)})",
+        f"90m, 2h (default: {as_duration(DEFAULTS.job_timeout_s, flag=True)})",
     )
     run.add_argument(
         "--max-rps",
@@ -171,14 +171,6 @@ def add_parsers(commands: Commands) -> None:
         help=f"stem downloads at once, across all jobs (default: {DEFAULTS.download_concurrency})",
     )
     run.set_defaults(handler=_cmd_run)
-
-
-def _as_time(seconds: float) -> str:
-    """``7200`` -> ``2h``: a time as --job-timeout takes it."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}"
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -81,11 +81,3 @@ def error_record(exc: BatchpodError, *, ambiguous: bool = False) -> ErrorRecord:
     return ErrorRecord(
         type=type(exc).__name__, message=message, http_status=getattr(exc, "http_status", None)
     )
-
-
-def as_duration(seconds: float) -> str:
-    """``7200`` -> ``2 h``, ``90`` -> ``90 s``: a time limit as people write it."""
-    for unit, size in (("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g} {unit}"
-    return f"{seconds:g} s"

@@ -22,7 +22,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchpod.budget import BudgetGuard
 from batchpod.client import RemoteJob, RemoteStatus
-from batchpod.config import RunConfig
+from batchpod.config import RunConfig, as_duration
 from batchpod.errors import AuthenticationError, BatchpodError, StateError
 from batchpod.flow import SubmitWindow
 from batchpod.journal import JobRecord, JobState
@@ -33,7 +33,7 @@ from batchpod.poller import StatusBoard
 from ._crew import Crew
 from ._follow import Follower
 from ._live import LiveJob
-from ._outcomes import Halt, JobFailed, Stop, StopReason, Unresolved, as_duration, error_record
+from ._outcomes import Halt, JobFailed, Stop, StopReason, Unresolved, error_record
 from ._ports import JournalSink, NoJournal, Reporter, StemApi
 from ._resume import inherited_spend, settle_earlier_unknowns
 from ._stems import Stems, intact
