@@ -205,7 +205,7 @@ async def _run_locked(
             config,
             budget=guard,
             reporter=reporter,
-            keys=keys,
+            content_keys=keys,
             records=records,
             journal=journal_writer,
         )

@@ -8,7 +8,8 @@ terminals or file formats beyond the stems it writes.
 
 Public API::
 
-    Pool(api, jobs, config, budget=, reporter=, keys=, records=, journal=, rng=, clock=)
+    Pool(api, jobs, config, budget=, reporter=, content_keys=,
+         records=, journal=, rng=, clock=)
         .run() -> list[JobResult]     every job, in manifest order
         .halt(stop, cancel_in_flight=)  take no new jobs (the session's signal handler)
         .results(), .stop, .in_flight, .peak_in_flight, .worked, .retry_counts, .changes

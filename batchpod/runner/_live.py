@@ -19,7 +19,7 @@ from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 class LiveJob:
     """A job's mutable record while a worker holds it."""
 
-    key: str
+    key: str  # the job's content key (identity.content_key): its row in the state
     name: str
     index: int
     state: JobState = JobState.PENDING

@@ -54,7 +54,7 @@ class Pool:
         *,
         budget: BudgetGuard,
         reporter: Reporter,
-        keys: Sequence[str] | None = None,
+        content_keys: Sequence[str] | None = None,
         records: Mapping[str, JobRecord] | None = None,
         journal: JournalSink | None = None,
         rng: random.Random | None = None,
@@ -75,10 +75,12 @@ class Pool:
         )
         self.jobs = crew.jobs
         # Without a state file (tests, embedding), each job is its own key.
-        self.keys = tuple(keys) if keys is not None else tuple(str(i) for i in range(len(jobs)))
+        self.content_keys = (
+            tuple(content_keys) if content_keys is not None else tuple(map(str, range(len(jobs))))
+        )
         self.live = [
             LiveJob(key=key, name=job.name, index=index)
-            for index, (key, job) in enumerate(zip(self.keys, self.jobs, strict=True))
+            for index, (key, job) in enumerate(zip(self.content_keys, self.jobs, strict=True))
         ]
         self.wallet = Wallet(crew)
         self.submitter = Submitter(crew, self.wallet)
@@ -119,7 +121,7 @@ class Pool:
         send, receive = anyio.create_memory_object_stream[int](0)
         with anyio.CancelScope() as scope:
             self._cancel = scope
-            crew.budget.spent_cents += inherited_spend(crew, self.keys, self.records)
+            crew.budget.spent_cents += inherited_spend(crew, self.content_keys, self.records)
             await settle_earlier_unknowns(crew, self.submitter, self.live, self.records)
             async with anyio.create_task_group() as background:
                 self.follower.background = background
