@@ -52,7 +52,6 @@ async def api_endpoint(
 async def run_manifest(
     path: Path | str | Manifest,
     config: RunConfig | None = None,
-    /,
     *,
     reporter: Reporter | None = None,
     **options: Any,
@@ -78,22 +77,23 @@ async def run_manifest(
     manifest = path
     if not isinstance(manifest, Manifest):  # a large manifest takes seconds: off the loop
         manifest = await anyio.to_thread.run_sync(load_manifest, manifest)
-    api_key, fallback = config.api_key, None
+    api_key, fallback = config.api_key, config.fallback_key
     if not config.sandbox:
         # Missing or unusable keys are reported before anything else happens.
         api_key = api_key or read_key(config.primary_key_source)
-        if config.fallback_key_source is not None:
-            fallback = config.fallback_key or read_key(config.fallback_key_source)
+        if fallback is None and config.fallback_key_source is not None:
+            fallback = read_key(config.fallback_key_source)
     async with api_endpoint(sandbox=config.sandbox, api_key=api_key, base_url=config.base_url) as (
         url,
         key,
     ):
+        fallback = None if config.sandbox else fallback  # the sandbox has one key
         config = dataclasses.replace(config, base_url=url, api_key=key, fallback_key=fallback)
         return await run_session(manifest, config, reporter=reporter or LogReporter())
 
 
 def run_manifest_sync(
-    path: Path | str, config: RunConfig | None = None, /, **options: Any
+    path: Path | str, config: RunConfig | None = None, **options: Any
 ) -> RunSummary:
     """``run_manifest`` for code without an event loop (it runs one for the call)."""
     return anyio.run(functools.partial(run_manifest, path, config, **options))

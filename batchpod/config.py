@@ -41,7 +41,7 @@ class RunConfig:
     api_key_env: str = DEFAULT_KEY_VARIABLE  # the variable read when key_source is None
     key_source: KeySource | None = None  # an environment variable or a key file
     fallback_key_source: KeySource | None = None  # switched to once if the first is refused
-    fallback_key: str | None = field(default=None, repr=False)  # read from the source above
+    fallback_key: str | None = field(default=None, repr=False)  # None: read from the source
 
     # -- which jobs, and what to do with them
     shard: Shard | None = None  # only this shard's jobs, with files of its own ("3/8" too)
@@ -128,8 +128,11 @@ class RunConfig:
 
     @property
     def fallback_description(self) -> str | None:
-        if self.fallback_key is None or self.fallback_key_source is None:
+        """Where the fallback key came from, for messages (None: there is none)."""
+        if self.fallback_key is None:
             return None
+        if self.fallback_key_source is None:
+            return "the fallback key"
         return self.fallback_key_source.describe()
 
     @property

@@ -300,6 +300,23 @@ async def test_python_api_is_async_and_raises_errors_not_exit_codes(tmp_path: Pa
     assert summary.exit_code == 0 and len(summary.results) == 2
 
 
+def test_python_api_takes_the_path_by_name_and_a_fallback_key_as_given(
+    tmp_path: Path, sandbox_thread: SandboxThread
+) -> None:
+    """run_manifest_sync(path=...) works as any keyword argument does; a fallback_key given
+    directly is switched to when AudioPod refuses the first key, and the switch is recorded."""
+    path = write_manifest(tmp_path, _url_jobs(2))
+    summary = batchpod.run_manifest_sync(
+        path=path,
+        api_key="ap_not_a_key_of_this_account",
+        fallback_key=sandbox_thread.api_key,
+        base_url=sandbox_thread.base_url,
+        download=False,
+    )
+    assert summary.exit_code == 0 and len(summary.results) == 2
+    assert summary.key_switched_to == "the fallback key"
+
+
 @pytest.mark.parametrize("example", ALL_EXAMPLES)
 def test_every_scheduler_example_is_a_command_batchpod_accepts(example: str) -> None:
     """Each batchpod command line in the examples parses, and its shards cover 0..N-1 once."""
