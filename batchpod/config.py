@@ -49,6 +49,7 @@ class RunConfig:
     output_dir: Path | None = None  # where stems go; None: the manifest's
     download: bool = True  # False: stop at completed jobs and record their links
     retry_failed: bool = False  # submit jobs that failed in an earlier run again
+    force: bool = False  # submit jobs already done (in the state or output_dir) again
 
     # -- money (integer cents)
     max_spend_cents: int | None = None  # None: the manifest's budget.max_spend_usd

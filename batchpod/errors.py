@@ -439,11 +439,12 @@ class StateLocked(BatchpodError):
 
     exit_code = ExitCode.LOCKED
 
-    def __init__(self, *, path: Path, holder_pid: str) -> None:
+    def __init__(self, *, path: Path, holder_pid: str | None) -> None:
         self.path = path
-        self.holder_pid = holder_pid
+        self.holder_pid = holder_pid  # None: runs of another shard layout are reading it
+        holder = f"pid {holder_pid}" if holder_pid else "of another shard layout"
         super().__init__(
-            f"another batchpod run (pid {holder_pid}) is using this state ({path}); "
+            f"another batchpod run ({holder}) is using this state ({path}); "
             "try again when it has finished"
         )
 

@@ -324,7 +324,11 @@ def _check_header(path: Path) -> None:
 
 
 def _file_json(f: OutputFile) -> dict[str, Any]:
-    return {"stem": f.stem, "path": str(f.path), "size": f.size}
+    data: dict[str, Any] = {"stem": f.stem, "path": str(f.path), "size": f.size}
+    if f.sha256 is not None:
+        data["sha256"] = f.sha256
+        data["mtime_ns"] = f.mtime_ns
+    return data
 
 
 def _error_json(e: ErrorRecord) -> dict[str, Any]:
@@ -345,7 +349,14 @@ def _record(row: sqlite3.Row) -> JobRecord:
         attempts=row["attempts"],
         cost_cents=row["cost_cents"],
         files=tuple(
-            OutputFile(stem=f["stem"], path=Path(f["path"]), size=int(f["size"])) for f in files
+            OutputFile(
+                stem=f["stem"],
+                path=Path(f["path"]),
+                size=int(f["size"]),
+                sha256=f.get("sha256"),
+                mtime_ns=f.get("mtime_ns"),
+            )
+            for f in files
         ),
         quality_scores=json.loads(row["quality_scores"]) if row["quality_scores"] else {},
         error=ErrorRecord(**error) if error else None,
@@ -353,10 +364,17 @@ def _record(row: sqlite3.Row) -> JobRecord:
 
 
 class RunLock:
-    """An exclusive, non-blocking lock on a state file for the length of one run."""
+    """A non-blocking lock on a state file for the length of one run.
 
-    def __init__(self, state_path: Path) -> None:
+    A run holds its own state exclusively. With ``shared``, it holds another layout's state
+    for reading (``batchpod.layouts``): any number of readers at once, but never beside a
+    run that holds it exclusively, so the shards of one layout may run together while no run
+    of an older layout can.
+    """
+
+    def __init__(self, state_path: Path, *, shared: bool = False) -> None:
         self.path = state_path.with_name(state_path.name + ".lock")
+        self.shared = shared
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -365,15 +383,27 @@ class RunLock:
         except OSError as exc:
             raise StateError(path=self.path, reason=exc.strerror or str(exc)) from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            holder = self._holder(fd)
             os.close(fd)
             raise StateLocked(path=self.path, holder_pid=holder) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if not self.shared:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
+
+    def _holder(self, fd: int) -> str | None:
+        """The pid of the run holding the lock exclusively, or None when readers hold it."""
+        if not self.shared:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # an exclusive holder: its pid is in the file
+            else:
+                return None  # only readers: the pid in the file is an earlier run's
+        return os.read(fd, 64).decode(errors="replace").strip() or "unknown"
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:

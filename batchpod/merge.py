@@ -143,7 +143,7 @@ def _document(
         # The wallet before the first shard read it, and after the last.
         balance_before_cents=max(_ints(r.get("balance_before_cents") for r in runs), default=None),
         balance_after_cents=min(_ints(r.get("balance_after_cents") for r in runs), default=None),
-        max_spend_cents=first.get("max_spend_cents"),  # per shard
+        max_spend_cents=_manifest_cap(first),
         keep_balance_cents=first.get("keep_balance_cents"),
         exit_code=max(_ints(r.get("exit_code") for r in runs), default=None),
         api_requests=sum(int(r.get("api") or 0) for r in requests) if requests else None,
@@ -161,6 +161,15 @@ def _document(
         estimates=[_int_or_none(job.get("estimated_cents")) for job in jobs],
     )
     return {"results_version": RESULTS_VERSION, "run": run, "jobs": jobs}
+
+
+def _manifest_cap(run: Mapping[str, Any]) -> int | None:
+    """The cap of the whole manifest that the shards ran under (each spent a share of it)."""
+    share = run.get("max_spend_share")
+    if isinstance(share, Mapping) and isinstance(share.get("manifest_cap_cents"), int):
+        cap: int = share["manifest_cap_cents"]
+        return cap
+    return _int_or_none(run.get("max_spend_cents"))
 
 
 def _int_or_none(value: object) -> int | None:

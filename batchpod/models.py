@@ -141,6 +141,8 @@ class OutputFile:
     stem: str
     path: Path
     size: int
+    sha256: str | None = None  # of the content written (None: recorded by an older batchpod)
+    mtime_ns: int | None = None  # the file's modification time just after it was written
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -44,6 +44,9 @@ class RunHeader:
     stopped: str | None = None  # why the run stopped early, for people
     max_spend_cents: int | None = None  # the caps in force
     keep_balance_cents: int | None = None
+    # For a shard under a manifest's cap: the manifest's cap and the estimates this shard's
+    # share of it (max_spend_cents) was taken from.
+    max_spend_share: Mapping[str, int] | None = None
     jobs_worked: int | None = None  # jobs this run submitted or followed at AudioPod
     api_requests: int | None = None  # API requests sent (stem downloads apart)
     throttled: int | None = None  # of which answered 429
@@ -104,6 +107,12 @@ def run_section(
             "estimated_cents": sum(cents or 0 for cents in estimates),
             "max_spend_cents": header.max_spend_cents,
             "keep_balance_cents": header.keep_balance_cents,
+        }
+    )
+    if header.max_spend_share is not None:
+        run["max_spend_share"] = dict(header.max_spend_share)
+    run.update(
+        {
             "counts": {status.value: counts.get(status.value, 0) for status in JobStatus},
             "exit_code": header.exit_code,
         }

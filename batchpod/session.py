@@ -32,15 +32,17 @@ from batchpod.charges import PAGE_ROWS, read_charges
 from batchpod.client import ApiClient
 from batchpod.config import RunConfig
 from batchpod.errors import ApiError, ExitCode, OutputError, ResultsWriteError
+from batchpod.estimate import estimate_cents
 from batchpod.flow import with_retries
 from batchpod.identity import content_keys
 from batchpod.journal import Journal, JournalWriter, RunLock
+from batchpod.layouts import other_layouts, read_locked, take_up
 from batchpod.logs import event
 from batchpod.models import JobResult, JobStatus, Manifest
 from batchpod.paths import results_path_for, state_path_for
 from batchpod.results import Renderer, RunHeader, write_atomic
 from batchpod.runner import Pool, Reporter, Stop, StopReason
-from batchpod.shards import shard_share
+from batchpod.shards import CapShare, Shard, cap_share, shard_share
 
 log = logging.getLogger("batchpod")
 
@@ -110,8 +112,28 @@ async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Report
     # Before anything is paid for: the stems and the results must have somewhere to go.
     output_dir = config.output_dir if config.download else None
     await anyio.to_thread.run_sync(_check_writable, output_dir, results_path)
-    with RunLock(state_path), Journal.open(state_path) as journal:
+    others = other_layouts(manifest.path, config.state_path, config.shard)
+    with RunLock(state_path), read_locked(others), Journal.open(state_path) as journal:
+        # What other shard layouts of this manifest did or have in flight is this run's too.
+        taken = await anyio.to_thread.run_sync(take_up, journal, others)
+        if taken:
+            log.info("took up %d jobs from the state of other shard layouts", taken)
         keys = await content_keys(manifest.jobs, journal)
+        if config.shard is not None and config.max_spend_cents is not None:
+            # The cap is the whole manifest's: this shard spends its share of it.
+            share = await anyio.to_thread.run_sync(
+                _cap_share, manifest, keys, config, config.shard, config.max_spend_cents
+            )
+            config = replace(config, max_spend_cents=share.cap_cents)
+            header = replace(
+                header,
+                max_spend_cents=share.cap_cents,
+                max_spend_share={
+                    "manifest_cap_cents": share.manifest_cap_cents,
+                    "manifest_estimate_cents": share.manifest_estimate_cents,
+                    "shard_estimate_cents": share.shard_estimate_cents,
+                },
+            )
         manifest, keys = shard_share(manifest, keys, config.shard)
         log.info(
             "run started: %d jobs%s",
@@ -267,6 +289,22 @@ async def _run_locked(
             await writer.write(header, summary.results)
         signals.cancel_scope.cancel()
     return summary, header
+
+
+def _cap_share(
+    manifest: Manifest, keys: Sequence[str], config: RunConfig, shard: Shard, cap_cents: int
+) -> CapShare:
+    """The shard's part of the manifest's cap, from every job's estimate (blocking: a local
+    file's length is read from its header)."""
+    estimates = [
+        estimate_cents(
+            job,
+            cents_per_minute=config.cents_per_minute,
+            assumed_duration_s=config.assumed_duration_s,
+        )
+        for job in manifest.jobs
+    ]
+    return cap_share(cap_cents, keys, estimates, shard)
 
 
 def _log_key_switch(refused: str, fallback: str) -> None:

@@ -6,7 +6,13 @@ job's content, so every machine, run and Python version agrees on the split, and
 twice lands in one shard (where it is paid for once). Each shard keeps its own state and
 results file (``jobs.shard-3-of-8.results.yaml``), so shards never wait for each other.
 
-Their results are merged back into one by ``batchpod.merge``. Pure: no I/O.
+Their results are merged back into one by ``batchpod.merge``.
+
+The manifest's ``max_spend_usd`` is for the whole manifest, however it is sharded: each shard
+takes the share of the cap that its jobs are of the manifest's estimated cost
+(``cap_share``), rounded down. Every shard computes the same estimates from the manifest
+alone, so the shares add up to at most the cap with no process coordinating them. Pure: no
+I/O.
 """
 
 from __future__ import annotations
@@ -68,3 +74,33 @@ def shard_share(
     mine = [i for i, key in enumerate(keys) if shard.owns(key)]
     jobs = tuple(manifest.jobs[i] for i in mine)
     return dataclasses.replace(manifest, jobs=jobs), [keys[i] for i in mine]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapShare:
+    """A shard's part of the manifest's spending cap, and the estimates it was taken from."""
+
+    manifest_cap_cents: int  # the cap for the whole manifest
+    manifest_estimate_cents: int  # the estimated cost of every job of the manifest
+    shard_estimate_cents: int  # of which this shard's jobs
+    cap_cents: int  # this shard's cap: its share of the manifest's, rounded down
+
+
+def cap_share(
+    cap_cents: int, keys: Sequence[str], estimates: Sequence[int], shard: Shard
+) -> CapShare:
+    """The shard's cap: ``cap_cents`` times its jobs' share of the estimated cost of all of
+    ``keys`` (one per job, each song counted once, however often it is listed), rounded
+    down, so that the shards' caps together never pass ``cap_cents``. A manifest estimated
+    at nothing leaves each shard the whole cap (its jobs cost nothing either)."""
+    cost: dict[str, int] = {}
+    for key, cents in zip(keys, estimates, strict=True):
+        cost.setdefault(key, cents)
+    total = sum(cost.values())
+    mine = sum(cents for key, cents in cost.items() if shard.owns(key))
+    return CapShare(
+        manifest_cap_cents=cap_cents,
+        manifest_estimate_cents=total,
+        shard_estimate_cents=mine,
+        cap_cents=cap_cents * mine // total if total else cap_cents,
+    )

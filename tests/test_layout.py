@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"api"},
     {"session", "reporters"},
     {"runner", "standing"},
-    {"config", "merge", "reconcile"},
+    {"config", "merge", "reconcile", "layouts"},
     {"manifest", "keys", "charges", "poller", "estimate", "report"},
     {"client", "journal", "paths"},
     {"flow", "identity", "results", "shards"},

@@ -373,6 +373,44 @@ async def test_budget_scope_wallet_keeps_the_shared_balance_across_shards(tmp_pa
     assert wallet_scope >= 200 - 2 * 10  # at most one 10-cent job per shard past the floor
 
 
+@pytest.mark.anyio
+async def test_four_shards_at_once_share_one_max_spend(tmp_path: Path) -> None:
+    """max_spend_usd is the whole manifest's: four shards side by side, under a $2.00 cap on
+    $4.00 of work, are charged $2.00 at most between them, and each shard stops at its share
+    (some jobs skipped for the budget); each results file records its share."""
+    jobs = "".join(  # each costs 10 cents, and is estimated at that
+        f"  - url: https://media.example.com/c/{i}.mp3?duration=60\n    duration: 60\n"
+        "    mode: two\n"
+        for i in range(40)
+    )
+    path = write_manifest(tmp_path, jobs, concurrency=2, budget="{max_spend_usd: 2.00}")
+    async with serve(dataclasses.replace(FAST, balance_cents=10_000)) as sb:
+        summaries: list[batchpod.RunSummary] = []
+
+        async def shard(index: int) -> None:
+            summary = await batchpod.run_manifest(
+                path, api_key=sb.api_key, base_url=sb.base_url, shard=f"{index}/4", download=False
+            )
+            summaries.append(summary)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(4):
+                tg.start_soon(shard, index)
+        wallet = sb.stats()["wallets"][sb.api_key]
+    charged = wallet["spent_cents"] + wallet["reserved_cents"]
+    assert 0 < charged <= 200
+    assert sum(s.spent_cents for s in summaries) <= 200
+    results = [r for s in summaries for r in s.results]
+    assert len(results) == 40
+    assert any(r.status.value == "skipped" and r.reason == "budget" for r in results)
+    headers = [yaml.safe_load(s.results_path.read_text())["run"] for s in summaries]
+    assert sum(h["max_spend_cents"] for h in headers) <= 200
+    for h in headers:
+        share = h["max_spend_share"]
+        assert share["manifest_cap_cents"] == 200 and share["manifest_estimate_cents"] == 400
+        assert h["max_spend_cents"] == 200 * share["shard_estimate_cents"] // 400
+
+
 def test_merge_refuses_a_manifest_changed_since_the_shards_ran(
     tmp_path: Path, sandbox_thread: SandboxThread
 ) -> None:

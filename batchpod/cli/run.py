@@ -133,6 +133,12 @@ def add_parsers(commands: Commands) -> None:
         help="submit jobs that failed in an earlier run again (each is a new charge)",
     )
     run.add_argument(
+        "--force",
+        action="store_true",
+        help="submit jobs that are already done (in the state, or recorded in output_dir by "
+        "any earlier run) again; each is a new charge",
+    )
+    run.add_argument(
         "--grace",
         metavar="SECONDS",
         type=seconds,
@@ -190,6 +196,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         concurrency=args.concurrency,
         download=not args.no_download,
         retry_failed=args.retry_failed,
+        force=args.force,
         max_spend_cents=args.max_spend,
         keep_balance_cents=args.keep_balance,
         budget_scope=args.budget_scope,

@@ -30,6 +30,7 @@ from batchpod.retry import retry_cause
 
 from ._live import LiveJob
 from ._outcomes import JobFailed, Stop, error_record
+from ._outputs import DoneRecords
 from ._ports import JournalSink, Reporter, StemApi
 
 T = TypeVar("T")
@@ -50,6 +51,7 @@ class Crew:
         reporter: Reporter,
         journal: JournalSink,
         claimed: set[str],
+        content_addressed: bool,
         rng: random.Random,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -70,6 +72,9 @@ class Crew:
         self.changes = 0  # counts job state changes, so watchers can tell when to look again
         self.worked = 0  # jobs this run submitted or followed at AudioPod
         self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
+        # Finished jobs as the output folder records them (by content key, so only when
+        # the jobs' keys are content keys).
+        self.done = DoneRecords(self.output_dir, enabled=content_addressed)
         self.window = SubmitWindow(maximum=self.concurrency)
         self.board = StatusBoard(
             api, poll=config.poll, retry=config.retry, rng=rng, on_retry=self._board_retry

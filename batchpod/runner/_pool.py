@@ -35,8 +35,8 @@ from ._follow import Follower
 from ._live import LiveJob
 from ._outcomes import Halt, JobFailed, Stop, StopReason, Unresolved, error_record
 from ._ports import JournalSink, NoJournal, Reporter, StemApi
-from ._resume import inherited_spend, settle_earlier_unknowns
-from ._stems import Stems, intact
+from ._resume import inherited_spend, settle_earlier_unknowns, starting_point
+from ._stems import Stems
 from ._submit import Submitter
 from ._wallet import Wallet
 
@@ -70,6 +70,7 @@ class Pool:
             reporter=reporter,
             journal=journal or NoJournal(),
             claimed=claimed,
+            content_addressed=content_keys is not None,
             rng=rng or random.Random(),
             clock=clock,
         )
@@ -122,6 +123,7 @@ class Pool:
         with anyio.CancelScope() as scope:
             self._cancel = scope
             crew.budget.spent_cents += inherited_spend(crew, self.content_keys, self.records)
+            await anyio.to_thread.run_sync(crew.done.load)  # finished jobs in output_dir
             await settle_earlier_unknowns(crew, self.submitter, self.live, self.records)
             async with anyio.create_task_group() as background:
                 self.follower.background = background
@@ -209,15 +211,9 @@ class Pool:
     async def _carry(self, job: Job, live: LiveJob, prior: JobRecord | None) -> None:
         """One job from its state to its submit; then its end and stems (``Follower``)."""
         crew = self.crew
-        state = prior.state if prior is not None else JobState.PENDING
-        if state is JobState.DOWNLOADED and intact(prior):
-            crew.reporter.job_event(job, "already done")
-            crew.finish(live, JobStatus.SUCCEEDED)
-            return
-        if state is JobState.FAILED and not crew.config.retry_failed:
-            live.reason = "failed in an earlier run (--retry-failed submits it again)"
-            crew.finish(live, JobStatus.FAILED, error=live.error)
-            return
+        state = await starting_point(crew, job, live, prior)
+        if state is None:
+            return  # what earlier runs left ends it
         await crew.enter_window(live)
         remote: RemoteJob | None = None
         if state in (JobState.SUBMITTED, JobState.COMPLETED, JobState.DOWNLOADED):

@@ -4,7 +4,10 @@ A run that resumes a crashed or stopped one is the same night's work: its caps c
 earlier run spent on jobs it left in flight, so that crash after crash cannot spend past
 ``max_spend_usd`` (jobs an earlier run finished are not counted). Submits an earlier run left
 unknown are settled before anything new is submitted, so that no job this run creates can be
-mistaken for one of theirs.
+mistaken for one of theirs. And each job starts from what earlier runs left of it
+(``starting_point``): its row in the state, or, for a job the state has not seen, the record
+of a finished job in the output folder, written by any run of any manifest
+(``runner._outputs``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import anyio
 
 from batchpod.errors import ApiError
 from batchpod.journal import JobRecord, JobState
-from batchpod.models import JobStatus
+from batchpod.models import Job, JobStatus
 
 from ._crew import Crew
 from ._live import LiveJob
 from ._outcomes import JobFailed, Unresolved
+from ._stems import intact
 from ._submit import Submitter
 
 #: Earlier unknown submits settled at once, before the run submits anything.
@@ -78,3 +82,63 @@ async def settle_earlier_unknowns(
         async with anyio.create_task_group() as tg:
             for index in first.values():
                 tg.start_soon(settle, index)
+
+
+async def starting_point(
+    crew: Crew, job: Job, live: LiveJob, prior: JobRecord | None
+) -> JobState | None:
+    """The state a job is carried on from in this run, or None when what earlier runs left
+    ends it: done (stems intact), failed (unless ``retry_failed``), or already in the output
+    folder. ``force`` submits a done job again. A record in the output folder whose files
+    no longer match is not trusted, but its AudioPod job is followed for fresh stems."""
+    config = crew.config
+    state = prior.state if prior is not None else JobState.PENDING
+    if state is JobState.DOWNLOADED:
+        if config.force:
+            _forget(live)
+            state = JobState.PENDING
+        elif await anyio.to_thread.run_sync(intact, prior):
+            crew.reporter.job_event(job, "already done")
+            crew.finish(live, JobStatus.SUCCEEDED)
+            return None
+    elif state is JobState.FAILED and not config.retry_failed:
+        live.reason = "failed in an earlier run (--retry-failed submits it again)"
+        crew.finish(live, JobStatus.FAILED, error=live.error)
+        return None
+    if state is not JobState.PENDING or config.force or not crew.done.has(live.key):
+        return state
+    record = await anyio.to_thread.run_sync(crew.done.find, live.key)
+    if record is None:
+        return state
+    if record.trusted:
+        live.files = list(record.files)
+        live.remote_id = record.remote_id
+        live.cost_cents = 0  # this run paid nothing for it
+        live.reason = ALREADY_IN_OUTPUT
+        await crew.save(live, JobState.DOWNLOADED)
+        crew.reporter.job_event(job, ALREADY_IN_OUTPUT)
+        crew.finish(live, JobStatus.SUCCEEDED)
+        return None
+    if record.remote_id is None:
+        return state
+    crew.reporter.job_event(
+        job, "its record in output_dir no longer matches its files", f"id {record.remote_id}"
+    )
+    live.remote_id = record.remote_id  # followed for fresh links; never paid for again
+    live.files = []
+    return JobState.COMPLETED
+
+
+#: The reason of a job found finished in the output folder.
+ALREADY_IN_OUTPUT = "already in output_dir"
+
+
+def _forget(live: LiveJob) -> None:
+    """Drop what an earlier run did with the job, to do it again (``force``)."""
+    live.remote_id = None
+    live.files = []
+    live.cost_cents = None
+    live.submitted_at = None
+    live.completed_at = None
+    live.quality_scores = {}
+    live.error = None

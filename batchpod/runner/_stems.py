@@ -27,6 +27,7 @@ from batchpod.models import ErrorRecord, Job, JobStatus, OutputFile
 from ._crew import Crew
 from ._live import LiveJob
 from ._outcomes import JobFailed, error_record
+from ._outputs import file_matches, written
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -46,20 +47,37 @@ class Stems:
         except OSError as exc:
             message = f"cannot create {folder}: {exc.strerror or exc}"
             raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
-        have = {f.stem: f for f in live.files if _intact_file(f)}
+        have = await anyio.to_thread.run_sync(_still_there, live.files)
         live.files = list(have.values())
         names = file_names(remote.download_urls)
         for stem in sorted(remote.download_urls):
             if stem not in have:
                 dest = folder / names[stem]
-                remote = await self._download(live, remote, stem, dest)
+                remote, size = await self._download(live, remote, stem, dest)
+                live.files.append(await anyio.to_thread.run_sync(written, stem, dest, size))
         live.files.sort(key=lambda f: f.stem)
+        try:  # the record that tells any later run, from any manifest, that this job is done
+            await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.crew.done.write,
+                    content_key=live.key,
+                    remote_id=live.remote_id,
+                    files=live.files,
+                )
+            )
+        except OSError as exc:
+            where, why = self.crew.done.folder, exc.strerror or exc
+            message = f"cannot record the finished job in {where}: {why}"
+            raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
         await self.crew.save(live, JobState.DOWNLOADED)
         self.crew.finish(live, JobStatus.SUCCEEDED)
 
-    async def _download(self, live: LiveJob, remote: RemoteJob, stem: str, dest: Path) -> RemoteJob:
+    async def _download(
+        self, live: LiveJob, remote: RemoteJob, stem: str, dest: Path
+    ) -> tuple[RemoteJob, int]:
         """Download one stem; when its link has expired, fetch fresh links (a few times) and
-        go on with them. Returns the job as last read, so later stems use the fresh links."""
+        go on with them. Returns the job as last read, so later stems use the fresh links,
+        and the stem's size."""
         crew = self.crew
         refreshes = 0
         # Fresh links are fetched while holding the download slot, so that they are used at
@@ -85,13 +103,17 @@ class Stems:
                     continue
                 except DownloadError as exc:
                     raise JobFailed(error_record(exc)) from exc
-                live.files.append(OutputFile(stem=stem, path=dest, size=size))
-                return remote
+                return remote, size
 
 
 def intact(record: JobRecord | None) -> bool:
-    """Whether a job's recorded stems are all still on disk with the sizes written."""
-    return record is not None and bool(record.files) and all(map(_intact_file, record.files))
+    """Whether a job's recorded stems are all still there as written (blocking: may hash)."""
+    return record is not None and bool(record.files) and all(map(file_matches, record.files))
+
+
+def _still_there(files: list[OutputFile]) -> dict[str, OutputFile]:
+    """The recorded stems still there as written, by stem (blocking: may hash)."""
+    return {f.stem: f for f in files if file_matches(f)}
 
 
 def file_names(download_urls: Mapping[str, str]) -> dict[str, str]:
@@ -118,14 +140,6 @@ def _safe_stem(stem: str) -> str:
 def _suffix(url: str) -> str:
     suffix = Path(urlsplit(url).path).suffix.lower()
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".wav"
-
-
-def _intact_file(file: OutputFile) -> bool:
-    """Whether a downloaded stem is still there with the size it was written with."""
-    try:
-        return file.path.stat().st_size == file.size
-    except OSError:
-        return False
 
 
 def _prepare_folder(folder: Path) -> None:
