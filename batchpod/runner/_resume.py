@@ -125,7 +125,7 @@ async def starting_point(
         job, "its record in output_dir no longer matches its files", f"id {record.remote_id}"
     )
     live.remote_id = record.remote_id  # followed for fresh links; never paid for again
-    live.files = []
+    live.files = list(record.files)  # those still as written are not fetched again
     return JobState.COMPLETED
 
 
