@@ -6,6 +6,7 @@ the jobs it created is the measure of what was paid for.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -14,11 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 from conftest import results_of, run_cli, write_manifest
 
+from batchpod.cli import main
+from batchpod.client import ApiClient
 from batchpod.identity import content_key
+from batchpod.journal import JobRecord, JobState, Journal, RunLock
 from batchpod.manifest import load_manifest
 from batchpod.sandbox import SandboxSettings, SandboxThread
 from batchpod.shards import Shard
@@ -180,3 +185,87 @@ def test_a_run_of_another_layout_waits_for_the_running_one(tmp_path: Path) -> No
         finally:
             assert proc.wait(timeout=60) == 0
         assert yaml.safe_load(path.with_name("jobs.shard-0-of-2.results.yaml").read_text())
+
+
+def _cli(sb: SandboxThread, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    os.environ["AUDIOPOD_API_KEY"] = sb.api_key
+    try:
+        code = main([*argv, "--base-url", sb.base_url], stdout=out, stderr=err)
+    finally:
+        os.environ.pop("AUDIOPOD_API_KEY")
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_recover_rebuilds_a_state_deleted_mid_run(tmp_path: Path) -> None:
+    """A run is killed with jobs in flight and its state is deleted: recover adopts every job
+    AudioPod has that no finished-job record covers, and the next run pays for no song
+    twice."""
+    path = write_manifest(tmp_path, _urls(range(8)), concurrency=4)
+    with SandboxThread(SETTINGS) as sb:
+        _kill_mid_run(sb, path)
+        for leftover in tmp_path.glob("jobs.batchpod.db*"):
+            leftover.unlink()
+        created = _created(sb)
+        assert 0 < created < 8
+        code, out, err = _cli(sb, "recover", str(path))
+        assert code == 0, err
+        assert out.count("adopted: ") == created, out
+        assert out.rstrip().endswith(f"state: {path.with_name('jobs.batchpod.db')}")
+        code, _, err = run_cli(sb, path, "--quiet")
+        assert code == 0, err
+        assert _created(sb) == 8
+        assert {s for s, _ in _statuses(path).values()} == {"succeeded"}
+
+
+def _unknown_job_with_two_candidates(sb: SandboxThread, path: Path) -> list[str]:
+    """Leave the manifest's one job 'unknown': its submit's outcome lost, and two AudioPod
+    jobs of the same song that could each be it. Their ids."""
+    (job,) = load_manifest(path).jobs
+    with Journal.open(path.with_name("jobs.batchpod.db")) as journal:
+        journal.put(
+            JobRecord(
+                key=content_key(job), state=JobState.UNKNOWN, name=job.name,
+                intent_at=time.time() - 1, attempts=1,
+            )
+        )  # fmt: skip
+
+    async def submit_twice() -> list[str]:
+        async with ApiClient(base_url=sb.base_url, api_key=sb.api_key) as api:
+            assert job.source.url is not None
+            return [
+                (await api.submit_url(job.source.url, mode="two", stem=None)).id for _ in range(2)
+            ]
+
+    ids = anyio.run(submit_twice)
+    code, _, _ = run_cli(sb, path, "--quiet")
+    assert code == 1 and results_of(path)["jobs"][0]["status"] == "unknown"
+    return ids
+
+
+@pytest.mark.parametrize("choice", ["adopt", "resubmit"])
+def test_resolve_settles_an_unknown_job(tmp_path: Path, choice: str) -> None:
+    """resolve --adopt ID: the next run follows that job and pays nothing more;
+    resolve --resubmit: the next run submits it again. Refused while a run holds the state,
+    and for a job that is not unknown."""
+    path = write_manifest(tmp_path, _urls(range(1)))
+    (name,) = [job.name for job in load_manifest(path).jobs]
+    with SandboxThread(SETTINGS) as sb:
+        ids = _unknown_job_with_two_candidates(sb, path)
+        with RunLock(path.with_name("jobs.batchpod.db")):
+            code, _, err = _cli(sb, "resolve", str(path), name, "--resubmit")
+        assert code == 75, err
+        args = ["--adopt", ids[1]] if choice == "adopt" else ["--resubmit"]
+        code, out, err = _cli(sb, "resolve", str(path), name, *args)
+        assert code == 0, err
+        assert out.startswith(f"{name}: ")
+        code, _, err = run_cli(sb, path, "--quiet")
+        assert code == 0, err
+        (job,) = results_of(path)["jobs"]
+        assert job["status"] == "succeeded"
+        if choice == "adopt":
+            assert job["remote_id"] == ids[1] and _created(sb) == 2
+        else:
+            assert job["remote_id"] not in ids and _created(sb) == 3
+        code, _, err = _cli(sb, "resolve", str(path), name, "--resubmit")
+        assert code == 2 and "not unknown" in err

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"batchpod"},  # the package root: the public face
     {"api"},
     {"session", "reporters"},
-    {"runner", "standing"},
+    {"runner", "standing", "recovery"},
     {"config", "merge", "reconcile", "layouts"},
     {"manifest", "keys", "charges", "poller", "estimate", "report"},
     {"client", "journal", "paths"},

@@ -22,6 +22,7 @@ Modules, one job each (a command's parser sits next to its handler):
     estimate.py   estimate: cost, budget and wallet verdict (also run --dry-run's printer)
     keys.py       balance, and key check|list|create|revoke
     results.py    merge (shards' results into one) and report (a results file summarised)
+    recovery.py   recover (a lost state rebuilt from AudioPod) and resolve (an unknown job)
     sandbox.py    sandbox: serve the local AudioPod API
 """
 

@@ -23,7 +23,7 @@ from batchpod._version import __version__
 from batchpod.errors import BatchpodError, ExitCode, ManifestError
 from batchpod.logs import LogFormat
 
-from . import estimate, keys, results, run, sandbox, status, validate
+from . import estimate, keys, recovery, results, run, sandbox, status, validate
 from ._options import PROG
 
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_parsers(commands)
     keys.add_parsers(commands)  # balance, key
     results.add_parsers(commands)  # merge, report
+    recovery.add_parsers(commands)  # recover, resolve
     sandbox.add_parsers(commands)
     return parser
 

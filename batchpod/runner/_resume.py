@@ -105,10 +105,11 @@ async def starting_point(
         live.reason = "failed in an earlier run (--retry-failed submits it again)"
         crew.finish(live, JobStatus.FAILED, error=live.error)
         return None
-    if state is not JobState.PENDING or config.force or not crew.done.has(live.key):
+    resumable = state in (JobState.SUBMITTED, JobState.COMPLETED)  # e.g. after recover
+    if not (state is JobState.PENDING or resumable) or config.force or not crew.done.has(live.key):
         return state
     record = await anyio.to_thread.run_sync(crew.done.find, live.key)
-    if record is None:
+    if record is None or (resumable and record.remote_id != live.remote_id):
         return state
     if record.trusted:
         live.files = list(record.files)
@@ -119,7 +120,7 @@ async def starting_point(
         crew.reporter.job_event(job, ALREADY_IN_OUTPUT)
         crew.finish(live, JobStatus.SUCCEEDED)
         return None
-    if record.remote_id is None:
+    if resumable or record.remote_id is None:
         return state
     crew.reporter.job_event(
         job, "its record in output_dir no longer matches its files", f"id {record.remote_id}"
