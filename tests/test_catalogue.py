@@ -22,6 +22,7 @@ from conftest import results_of, run_cli, write_manifest
 
 from batchpod.cli import main
 from batchpod.client import ApiClient
+from batchpod.errors import StateLocked
 from batchpod.identity import content_key
 from batchpod.journal import JobRecord, JobState, Journal, RunLock
 from batchpod.manifest import load_manifest
@@ -269,3 +270,18 @@ def test_resolve_settles_an_unknown_job(tmp_path: Path, choice: str) -> None:
             assert job["remote_id"] not in ids and _created(sb) == 3
         code, _, err = _cli(sb, "resolve", str(path), name, "--resubmit")
         assert code == 2 and "not unknown" in err
+
+
+def test_read_locks_share_and_exclude_the_owner(tmp_path: Path) -> None:
+    """Readers of a layout's state share its lock; its own run cannot take it meanwhile (and
+    is told it is another layout's runs), and no reader can while that run holds it."""
+    state = tmp_path / "jobs.shard-0-of-2.batchpod.db"
+    with RunLock(state, shared=True), RunLock(state, shared=True):
+        with pytest.raises(StateLocked) as refused:
+            RunLock(state).__enter__()
+        assert refused.value.holder_pid is None
+        assert "of another shard layout" in str(refused.value)
+    with RunLock(state):
+        with pytest.raises(StateLocked) as refused:
+            RunLock(state, shared=True).__enter__()
+        assert refused.value.holder_pid == str(os.getpid())
