@@ -9,6 +9,7 @@ manifest's"; ``for_manifest`` settles those. The key fields are never shown in a
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from batchpod.budget import DEFAULT_ASSUMED_DURATION_S, DEFAULT_CENTS_PER_MINUTE
 from batchpod.client import DEFAULT_BASE_URL
 from batchpod.errors import ConfigError
+from batchpod.fleet import DEFAULT_LEASE_S, DatabaseUrl, is_database_url
 from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource
 from batchpod.models import Budget, Manifest
 from batchpod.retry import PollPolicy, RetryPolicy
@@ -65,6 +67,10 @@ class RunConfig:
     results_path: Path | None = None  # None: <manifest>.results.<format> beside it
     results_format: Format = "yaml"
     state_path: Path | None = None  # None: <manifest>.batchpod.db beside it
+    # A PostgreSQL database (postgresql://...) shared by a fleet of workers, in place of the
+    # SQLite file; its password may be in it, so it is never shown (DatabaseUrl.where).
+    state_url: str | None = field(default=None, repr=False)
+    lease_s: float = DEFAULT_LEASE_S  # with state_url: a silent worker's jobs stay its own
     flush_interval_s: float = 1.0  # how often the results file is rewritten, at least
 
     # -- time and flow
@@ -84,6 +90,22 @@ class RunConfig:
                 object.__setattr__(self, "shard", Shard.parse(self.shard))
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
+        if isinstance(self.state_path, str) and is_database_url(self.state_path):
+            object.__setattr__(self, "state_url", self.state_path)  # as --state takes it
+            object.__setattr__(self, "state_path", None)
+        if self.state_url is not None:
+            try:
+                DatabaseUrl(self.state_url)
+            except ValueError as exc:
+                raise ConfigError(f"the state database's URL: {exc}") from None
+            if self.shard is not None:
+                raise ConfigError(
+                    "a PostgreSQL state needs no --shard: every worker claims jobs as it goes"
+                )
+            if self.force:
+                raise ConfigError("--force is for an SQLite state, not a fleet's")
+        if not (math.isfinite(self.lease_s) and self.lease_s >= 1):
+            raise ConfigError("the lease must be at least 1 s")
         for name in ("results_path", "state_path", "output_dir"):
             value = getattr(self, name)
             if isinstance(value, str):

@@ -493,3 +493,45 @@ class OutputError(BatchpodError):
         self.path = path
         self.reason = reason
         super().__init__(f"cannot write stems to {path}: {reason}")
+
+
+class FleetStateError(BatchpodError):
+    """A PostgreSQL state that batchpod cannot use: written by another batchpod (an unknown
+    schema version), not batchpod's tables, or refused by the server. ``where`` names the
+    database without its password."""
+
+    def __init__(self, *, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"state database {where}: {reason}; nothing was changed")
+
+
+class DatabaseUnavailable(BatchpodError):
+    """The PostgreSQL state could not be reached (no server, refused login, network)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    lead = "the state database could not be used: "
+
+    def __init__(self, *, where: str, reason: str, during_run: bool = False) -> None:
+        self.where = where
+        self.reason = reason
+        advice = (
+            "jobs may be in flight: when it is back, run the same command again"
+            if during_run
+            else "nothing was submitted"
+        )
+        super().__init__(f"cannot reach {where}: {reason}; {advice}")
+
+
+class LeaseLost(BatchpodError):
+    """Another worker took over jobs this worker held (its lease lapsed while it worked)."""
+
+    exit_code = ExitCode.LOCKED
+
+    def __init__(self, *, where: str, jobs: int) -> None:
+        self.where = where
+        self.jobs = jobs
+        super().__init__(
+            f"this worker's lease in {where} lapsed and other workers took over {jobs} of its "
+            "jobs; it stopped so as not to work them twice (they carry on there)"
+        )

@@ -30,7 +30,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -39,7 +39,7 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
-from batchpod.errors import StateError, StateLocked
+from batchpod.errors import BatchpodError, StateError, StateLocked
 from batchpod.models import ErrorRecord, OutputFile
 
 SCHEMA_VERSION: Final = 1
@@ -114,10 +114,22 @@ CREATE TABLE IF NOT EXISTS file_hashes (
 );
 """
 
-_COLUMNS: Final = (
-    "key, state, name, remote_id, intent_at, submitted_at, completed_at, attempts, "
-    "cost_cents, files, quality_scores, error"
+#: A job record's columns, in the order of ``record_values`` (shared with the fleet's table).
+RECORD_COLUMNS: Final = (
+    "key",
+    "state",
+    "name",
+    "remote_id",
+    "intent_at",
+    "submitted_at",
+    "completed_at",
+    "attempts",
+    "cost_cents",
+    "files",
+    "quality_scores",
+    "error",
 )
+_COLUMNS: Final = ", ".join(RECORD_COLUMNS)
 
 
 class Journal:
@@ -242,7 +254,7 @@ class Journal:
         if not self._has_schema():
             return {}
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs").fetchall()
-        return {row["key"]: _record(row) for row in rows}
+        return {row["key"]: record_from(row) for row in rows}
 
     def _has_schema(self) -> bool:
         """Whether the tables exist (a file a killed run left empty has none yet)."""
@@ -282,7 +294,7 @@ class Journal:
             self._db.executemany(
                 f"INSERT OR REPLACE INTO jobs ({_COLUMNS}, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_row(record, now) for record in records],
+                [(*record_values(record), now) for record in records],
             )
 
     def set_costs(self, costs: Mapping[str, int]) -> None:
@@ -294,7 +306,8 @@ class Journal:
             )
 
 
-def _row(record: JobRecord, now: float) -> tuple[Any, ...]:
+def record_values(record: JobRecord) -> tuple[Any, ...]:
+    """The record as column values, in ``RECORD_COLUMNS`` order (lists and maps as JSON)."""
     return (
         record.key,
         record.state.value,
@@ -308,7 +321,6 @@ def _row(record: JobRecord, now: float) -> tuple[Any, ...]:
         json.dumps([_file_json(f) for f in record.files]) if record.files else None,
         json.dumps(dict(record.quality_scores)) if record.quality_scores else None,
         json.dumps(_error_json(record.error)) if record.error else None,
-        now,
     )
 
 
@@ -335,7 +347,8 @@ def _error_json(e: ErrorRecord) -> dict[str, Any]:
     return {"type": e.type, "message": e.message, "http_status": e.http_status}
 
 
-def _record(row: sqlite3.Row) -> JobRecord:
+def record_from(row: Mapping[str, Any] | sqlite3.Row) -> JobRecord:
+    """A record from its columns (by ``RECORD_COLUMNS`` name), as ``record_values`` wrote them."""
     files: Sequence[dict[str, Any]] = json.loads(row["files"]) if row["files"] else []
     error = json.loads(row["error"]) if row["error"] else None
     return JobRecord(
@@ -414,7 +427,7 @@ class RunLock:
 @dataclass(slots=True)
 class _Ticket:
     done: anyio.Event = field(default_factory=anyio.Event)
-    error: StateError | None = None
+    error: BatchpodError | None = None
 
 
 class JournalWriter:
@@ -425,10 +438,27 @@ class JournalWriter:
     only once its record is durable, which is what the state machine needs; a commit carries
     every record queued while the previous one was being written. Run ``run()`` in the same
     task group as the callers, and cancel it only after they have finished.
+
+    ``commit`` writes one batch: the SQLite file's ``put_many`` in a worker thread by default,
+    or a fleet's shared state (``batchpod.fleet``).
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(
+        self,
+        journal: Journal | None = None,
+        *,
+        commit: Callable[[Sequence[JobRecord]], Awaitable[None]] | None = None,
+    ) -> None:
+        if commit is None:
+            if journal is None:
+                raise ValueError("JournalWriter needs a journal or a commit function")
+            put_many = journal.put_many
+
+            async def commit(records: Sequence[JobRecord]) -> None:
+                await anyio.to_thread.run_sync(put_many, records)
+
         self.journal = journal
+        self._commit = commit
         self.commits = 0
         self._queue: list[tuple[JobRecord, _Ticket]] = []
         self._kick = anyio.Event()
@@ -452,8 +482,8 @@ class JournalWriter:
             batch, self._queue = self._queue, []
             latest = list({record.key: record for record, _ in batch}.values())
             try:
-                await anyio.to_thread.run_sync(self.journal.put_many, latest)
-            except StateError as exc:
+                await self._commit(latest)
+            except BatchpodError as exc:  # the state could not be written
                 for _, ticket in batch:
                     ticket.error = exc
             self.commits += 1

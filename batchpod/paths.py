@@ -39,9 +39,23 @@ def shard_path(path: Path, shard: Shard | None, *, stem: str) -> Path:
     before its last suffix: ``out/r.yaml`` -> ``out/r.shard-3-of-8.yaml``."""
     if shard is None:
         return path
+    return _tagged(path, shard.name, stem=stem)
+
+
+def _tagged(path: Path, tag: str, *, stem: str) -> Path:
     if path.name.startswith(f"{stem}."):
-        return path.with_name(f"{stem}.{shard.name}{path.name[len(stem) :]}")
-    return path.with_name(f"{path.stem}.{shard.name}{path.suffix}")
+        return path.with_name(f"{stem}.{tag}{path.name[len(stem) :]}")
+    return path.with_name(f"{path.stem}.{tag}{path.suffix}")
+
+
+def worker_results_path(
+    manifest: Path, results_path: Path | None, worker: str, *, fmt: Format
+) -> Path:
+    """A fleet worker's own results file: ``jobs.worker-<name>.results.yaml`` (or the given
+    path with ``worker-<name>`` in it), so that workers on one machine never overwrite each
+    other's; ``batchpod results`` writes the whole fleet's."""
+    tag = "worker-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in worker)
+    return _tagged(results_path or default_results_path(manifest, fmt), tag, stem=manifest.stem)
 
 
 def state_path_for(manifest: Path, state_path: Path | None, shard: Shard | None) -> Path:

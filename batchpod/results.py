@@ -52,6 +52,8 @@ class RunHeader:
     throttled: int | None = None  # of which answered 429
     retries: Mapping[str, int] | None = None  # requests sent again, by cause
     shard: tuple[int, int] | None = None  # (index, count) when the run was one shard
+    worker: str | None = None  # the fleet worker's name, when the state is a fleet's
+    state: str | None = None  # a fleet's state database (no password), for ``results``
     key_switched_to: str | None = None  # the fallback key's source, when the first was refused
     # For a merge of shards' results (batchpod merge): the files, the shard count, and the
     # manifest's jobs that no file lists.
@@ -128,6 +130,10 @@ def run_section(
         }
     if header.shard is not None:
         run["shard"] = {"index": header.shard[0], "count": header.shard[1]}
+    if header.state is not None:
+        run["state"] = header.state
+    if header.worker is not None:
+        run["worker"] = header.worker
     if header.key_switched_to:
         run["key_switched_to"] = header.key_switched_to
     if header.stopped:

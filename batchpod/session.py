@@ -31,15 +31,16 @@ from batchpod.budget import BudgetGuard
 from batchpod.charges import PAGE_ROWS, read_charges
 from batchpod.client import ApiClient
 from batchpod.config import RunConfig
-from batchpod.errors import ApiError, ExitCode, OutputError, ResultsWriteError
+from batchpod.errors import ApiError, BatchpodError, ExitCode, OutputError, ResultsWriteError
 from batchpod.estimate import estimate_cents
+from batchpod.fleet import DatabaseUrl, FleetStore, FleetWorker, HashCache, worker_name
 from batchpod.flow import with_retries
 from batchpod.identity import content_keys
-from batchpod.journal import Journal, JournalWriter, RunLock
+from batchpod.journal import JobRecord, Journal, JournalWriter, RunLock
 from batchpod.layouts import other_layouts, read_locked, take_up
 from batchpod.logs import event
 from batchpod.models import JobResult, JobStatus, Manifest
-from batchpod.paths import results_path_for, state_path_for
+from batchpod.paths import results_path_for, state_path_for, worker_results_path
 from batchpod.results import Renderer, RunHeader, write_atomic
 from batchpod.runner import Pool, Reporter, Stop, StopReason
 from batchpod.shards import CapShare, Shard, cap_share, shard_share
@@ -93,9 +94,6 @@ async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Report
     base_url = config.base_url
     started = time.time()
     config = config.for_manifest(manifest)
-    results_path = results_path_for(
-        manifest.path, config.results_path, config.shard, fmt=config.results_format
-    )
     header = RunHeader(
         batchpod_version=__version__,
         manifest=manifest.path,
@@ -106,6 +104,15 @@ async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Report
         max_spend_cents=config.max_spend_cents,
         keep_balance_cents=config.keep_balance_cents,
         shard=(config.shard.index, config.shard.count) if config.shard else None,
+    )
+    if config.state_url is not None:
+        summary, header = await _run_fleet(
+            manifest, config, header=header, reporter=reporter, started=started
+        )
+        _log_finished(summary, header)
+        return summary
+    results_path = results_path_for(
+        manifest.path, config.results_path, config.shard, fmt=config.results_format
     )
     writer = _ResultsWriter(results_path, config, base=manifest.path.parent)
     state_path = state_path_for(manifest.path, config.state_path, config.shard)
@@ -135,35 +142,130 @@ async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Report
                 },
             )
         manifest, keys = shard_share(manifest, keys, config.shard)
-        log.info(
-            "run started: %d jobs%s",
-            len(manifest.jobs),
-            f" (shard {config.shard})" if config.shard else "",
-            extra=event(
-                "run_started",
-                manifest=str(manifest.path),
-                jobs=len(manifest.jobs),
-                shard=str(config.shard) if config.shard else None,
-                concurrency=config.concurrency,
-                base_url=config.base_url,
-                sandbox=config.sandbox,
-                download=config.download,
-                max_spend_cents=config.max_spend_cents,
-                keep_balance_cents=config.keep_balance_cents,
-                results=str(results_path),
-                state=str(state_path),
-            ),
-        )
+        _log_started(manifest, config, results_path, state=str(state_path))
         summary, header = await _run_locked(
             manifest,
             config,
             header=header,
             writer=writer,
-            journal=journal,
             keys=keys,
             reporter=reporter,
             started=started,
+            records=journal.records(),
+            journal=JournalWriter(journal),
+            set_costs=functools.partial(_set_costs, journal),
         )
+    _log_finished(summary, header)
+    return summary
+
+
+async def _run_fleet(
+    manifest: Manifest,
+    config: RunConfig,
+    *,
+    header: RunHeader,
+    reporter: Reporter,
+    started: float,
+) -> tuple[RunSummary, RunHeader]:
+    """This process as one worker of the manifest's fleet (``--state postgresql://...``):
+    it joins, claims jobs until none is left for it, and signs off; a worker killed instead
+    leaves its jobs to be taken over once its lease lapses (``batchpod.fleet``)."""
+    assert config.state_url is not None
+    url = DatabaseUrl(config.state_url)
+    name = worker_name()
+    results_path = worker_results_path(
+        manifest.path, config.results_path, name, fmt=config.results_format
+    )
+    writer = _ResultsWriter(results_path, config, base=manifest.path.parent)
+    output_dir = config.output_dir if config.download else None
+    await anyio.to_thread.run_sync(_check_writable, output_dir, results_path)
+    store = await FleetStore.open(url)
+    try:
+        keys = await content_keys(manifest.jobs, HashCache(store))
+    except BaseException:
+        await store.close()
+        raise
+    firsts: dict[str, str] = {}
+    for key, job in zip(keys, manifest.jobs, strict=True):
+        firsts.setdefault(key, job.name)
+    assert header.manifest_sha256 is not None
+    fleet = await FleetWorker.join(
+        store,
+        name=name,
+        identity=manifest.path.name,
+        manifest=str(manifest.path),
+        manifest_sha256=header.manifest_sha256,
+        jobs=list(firsts.items()),
+        lease_s=config.lease_s,
+        retry_failed=config.retry_failed,
+    )
+    header = replace(header, worker=name, state=url.where)
+    _log_started(manifest, config, results_path, state=url.where, worker=name)
+    exit_code: int | None = None
+    try:
+        async with anyio.create_task_group() as lease:
+            lease.start_soon(fleet.keep_alive)
+            summary, header = await _run_locked(
+                manifest,
+                config,
+                header=header,
+                writer=writer,
+                keys=keys,
+                reporter=reporter,
+                started=started,
+                records={},
+                journal=JournalWriter(commit=fleet.commit),
+                set_costs=fleet.set_costs,
+                fleet=fleet,
+            )
+            lease.cancel_scope.cancel()
+        exit_code = header.exit_code
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await fleet.leave(exit_code)
+            except BatchpodError as exc:  # its lease lapses: others take its jobs then
+                log.warning("could not sign off from the fleet: %s", exc)
+            await fleet.close()
+    return summary, header
+
+
+def _log_started(
+    manifest: Manifest,
+    config: RunConfig,
+    results_path: Path,
+    *,
+    state: str,
+    worker: str | None = None,
+) -> None:
+    log.info(
+        "run started: %d jobs%s%s",
+        len(manifest.jobs),
+        f" (shard {config.shard})" if config.shard else "",
+        f" (worker {worker})" if worker else "",
+        extra=event(
+            "run_started",
+            manifest=str(manifest.path),
+            jobs=len(manifest.jobs),
+            shard=str(config.shard) if config.shard else None,
+            worker=worker,
+            concurrency=config.concurrency,
+            base_url=config.base_url,
+            sandbox=config.sandbox,
+            download=config.download,
+            max_spend_cents=config.max_spend_cents,
+            keep_balance_cents=config.keep_balance_cents,
+            results=str(results_path),
+            state=state,
+        ),
+    )
+
+
+async def _set_costs(journal: Journal, costs: Mapping[str, int]) -> None:
+    await anyio.to_thread.run_sync(journal.set_costs, costs)
+
+
+def _log_finished(summary: RunSummary, header: RunHeader) -> None:
     counts = Counter(result.status.value for result in summary.results)
     log.info(
         "run finished",
@@ -181,7 +283,6 @@ async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Report
             results=str(summary.results_path),
         ),
     )
-    return summary
 
 
 async def _run_locked(
@@ -190,14 +291,20 @@ async def _run_locked(
     *,
     header: RunHeader,
     writer: _ResultsWriter,
-    journal: Journal,
     keys: Sequence[str],
     reporter: Reporter,
     started: float,
+    records: Mapping[str, JobRecord],
+    journal: JournalWriter,
+    set_costs: Callable[[dict[str, int]], Awaitable[object]],
+    fleet: FleetWorker | None = None,
 ) -> tuple[RunSummary, RunHeader]:
+    """The run itself, once its state is open: ``records`` are what the state held at the
+    start, ``journal`` takes every job's transitions, ``set_costs`` the charges read at the
+    end; with a ``fleet``, its workers share the jobs and the caps (the guard here then
+    only models this worker's own wallet use)."""
     assert config.base_url is not None and config.api_key is not None
-    records = journal.records()
-    journal_writer = JournalWriter(journal)
+    journal_writer = journal
     async with (
         ApiClient(
             base_url=config.base_url,
@@ -214,13 +321,20 @@ async def _run_locked(
         # Pre-flight: a refused key stops the run here, before anything is submitted. A read
         # that outlasts the retry policy stops it too (exit 69): nothing is lost.
         retrying = functools.partial(with_retries, policy=config.retry, rng=random.Random())
+        sent_at = await fleet.clock() if fleet is not None else 0.0
         before = await retrying(client.balance)
         header = replace(header, balance_before_cents=before.balance_cents)
+        alone = fleet is None
         guard = BudgetGuard(
-            max_spend_cents=config.max_spend_cents,
-            keep_balance_cents=config.keep_balance_cents,
+            max_spend_cents=config.max_spend_cents if alone else None,
+            keep_balance_cents=config.keep_balance_cents if alone else None,
             balance_cents=before.balance_cents,
         )
+        if fleet is not None:
+            fleet.capped = config.max_spend_cents is not None or (
+                config.keep_balance_cents is not None
+            )
+            await fleet.balance(before.balance_cents, sent_at=sent_at)
         pool = Pool(
             client,
             manifest.jobs,
@@ -230,6 +344,7 @@ async def _run_locked(
             content_keys=keys,
             records=records,
             journal=journal_writer,
+            fleet=fleet,
         )
         if config.handle_signals and threading.current_thread() is threading.main_thread():
             # Watched until the results are written: a signal after the pool has ended must
@@ -246,14 +361,15 @@ async def _run_locked(
         after: int | None = None
         with anyio.move_on_after(30, shield=True):
             results = await _with_costs(client, results, retrying)
+            worked_keys = [keys[index] for index in pool.worked_indexes()]
             costs = {
                 key: r.cost_cents
-                for key, r in zip(keys, results, strict=True)
+                for key, r in zip(worked_keys, results, strict=True)
                 if r.cost_cents is not None
                 and (key not in records or records[key].cost_cents is None)
             }
             if costs:
-                await anyio.to_thread.run_sync(journal.set_costs, costs)
+                await set_costs(costs)
             try:
                 after = (await retrying(client.balance)).balance_cents
             except ApiError as exc:

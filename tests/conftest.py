@@ -15,6 +15,8 @@
 - ``clean_env``: no ``AUDIOPOD_*`` variable leaks in from the environment running the tests
   (``pytestmark = pytest.mark.usefixtures("clean_env")`` in a module that wants it).
 - ``Quiet``: a Reporter that reports nothing.
+- ``postgres``: one real PostgreSQL server for the session (``tests/pg.py``), on loopback
+  with a password; ``pg_url``: a ``postgresql://`` URL of a fresh database for one test.
 - ``write_manifest(folder, body, **top)``, ``run_cli(sb, path, *args)``, ``results_of(path)``:
   a manifest (with ``song.wav`` beside it), ``batchpod run`` against a ``SandboxThread`` with
   its key, and the results file's data.
@@ -34,6 +36,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from pg import PgServer
 
 from batchpod.cli import main
 from batchpod.models import Job, JobResult
@@ -58,6 +61,22 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move time forward by `seconds`."""
         self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    """A PostgreSQL server from the pgserver wheel, for every test of the session."""
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PgServer) -> str:
+    """A fresh, empty database's URL (with its password) for one test."""
+    return postgres.url(postgres.database())
 
 
 @pytest.fixture

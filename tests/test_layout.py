@@ -23,9 +23,9 @@ LAYERS: list[set[str]] = [
     {"batchpod"},  # the package root: the public face
     {"api"},
     {"session", "reporters"},
-    {"runner", "standing", "recovery"},
+    {"runner", "standing", "recovery", "census"},
     {"config", "merge", "reconcile", "layouts"},
-    {"manifest", "keys", "charges", "poller", "estimate", "report"},
+    {"manifest", "keys", "charges", "poller", "estimate", "report", "fleet"},
     {"client", "journal", "paths"},
     {"flow", "identity", "results", "shards"},
     {"budget", "retry", "logs", "audio"},

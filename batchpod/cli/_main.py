@@ -23,7 +23,7 @@ from batchpod._version import __version__
 from batchpod.errors import BatchpodError, ExitCode, ManifestError
 from batchpod.logs import LogFormat
 
-from . import estimate, keys, recovery, results, run, sandbox, status, validate
+from . import estimate, fleet, keys, recovery, results, run, sandbox, status, validate
 from ._options import PROG
 
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_parsers(commands)
     run.add_parsers(commands)
     status.add_parsers(commands)
+    fleet.add_parsers(commands)  # results
     estimate.add_parsers(commands)
     keys.add_parsers(commands)  # balance, key
     results.add_parsers(commands)  # merge, report

@@ -22,6 +22,7 @@ from batchpod.budget import dollars_to_cents
 from batchpod.client import DEFAULT_BASE_URL, ApiClient
 from batchpod.config import BASE_URL_ENV, RunConfig
 from batchpod.errors import ConfigError
+from batchpod.fleet import DatabaseUrl, is_database_url
 from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource, read_key
 from batchpod.shards import Shard
 
@@ -129,6 +130,29 @@ def shard(text: str) -> Shard:
         return Shard.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def state(text: str) -> Path | str:
+    """An argparse type for ``--state``: an SQLite file's path, or a ``postgresql://`` URL
+    (kept as text; an error about it never repeats it, as it may hold a password)."""
+    if is_database_url(text):
+        try:
+            DatabaseUrl(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    return Path(text)
+
+
+def sqlite_state(args: argparse.Namespace, command: str) -> Path | None:
+    """``--state`` for a command that reads only an SQLite state."""
+    if isinstance(args.state, str):
+        raise ConfigError(
+            f"{command} reads an SQLite state file; for a fleet's PostgreSQL state, "
+            "'batchpod status' and 'batchpod results' show what it holds"
+        )
+    value: Path | None = args.state
+    return value
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -22,7 +21,15 @@ from batchpod.manifest import load_manifest
 from batchpod.models import Manifest
 from batchpod.standing import read_standing
 
-from ._options import Commands, add_api_arguments, add_money_arguments, api_key, client
+from ._options import (
+    Commands,
+    add_api_arguments,
+    add_money_arguments,
+    api_key,
+    client,
+    sqlite_state,
+    state,
+)
 
 
 def add_parsers(commands: Commands) -> None:
@@ -40,7 +47,7 @@ def add_parsers(commands: Commands) -> None:
     estimate.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
     add_api_arguments(estimate)
     estimate.add_argument(
-        "--state", metavar="PATH", type=Path, help="the state file, for jobs already done"
+        "--state", metavar="PATH", type=state, help="the state file, for jobs already done"
     )
     add_money_arguments(estimate)
     estimate.set_defaults(handler=_cmd_estimate)
@@ -52,7 +59,7 @@ def _cmd_estimate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def show_estimate(manifest: Manifest, args: argparse.Namespace, out: TextIO) -> int:
     """Print the estimate of ``batchpod estimate`` / ``run --dry-run``; 0 if it fits, else 3."""
-    standing = read_standing(manifest, state_path=args.state)
+    standing = read_standing(manifest, state_path=sqlite_state(args, "estimate"))
     repeated = standing.repeated
     price, price_note, balance = DEFAULT_CENTS_PER_MINUTE, "AudioPod's documented price", None
     balance_note = ""

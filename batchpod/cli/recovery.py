@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -16,7 +15,7 @@ from batchpod.manifest import load_manifest
 from batchpod.paths import state_path_for
 from batchpod.shards import shard_share
 
-from ._options import PROG, Commands, add_api_arguments, client, shard
+from ._options import PROG, Commands, add_api_arguments, client, shard, sqlite_state, state
 
 
 def add_parsers(commands: Commands) -> None:
@@ -60,7 +59,7 @@ def add_parsers(commands: Commands) -> None:
 
 
 def _add_state_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", metavar="PATH", type=Path, help="the state file to mend")
+    parser.add_argument("--state", metavar="PATH", type=state, help="the state file to mend")
     parser.add_argument(
         "--shard", metavar="I/N", type=shard, help="shard I of N: its state and its jobs"
     )
@@ -68,7 +67,7 @@ def _add_state_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     manifest = load_manifest(args.manifest)
-    path = state_path_for(manifest.path, args.state, args.shard)
+    path = state_path_for(manifest.path, sqlite_state(args, args.command), args.shard)
 
     async def go() -> recovery.Recovered:
         with RunLock(path), Journal.open(path) as journal:
@@ -104,7 +103,7 @@ def _cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_resolve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     manifest = load_manifest(args.manifest)
-    path = state_path_for(manifest.path, args.state, args.shard)
+    path = state_path_for(manifest.path, sqlite_state(args, args.command), args.shard)
     if not path.exists():
         raise ConfigError(f"there is no state at {path}: nothing to resolve")
     named = [i for i, job in enumerate(manifest.jobs) if job.name == args.job]

@@ -19,6 +19,7 @@ from batchpod.api import run_manifest
 from batchpod.budget import usd
 from batchpod.config import RunConfig, as_duration
 from batchpod.errors import ExitCode
+from batchpod.fleet import DEFAULT_LEASE_S
 from batchpod.manifest import load_manifest
 from batchpod.models import JobStatus
 from batchpod.reporters import BarReporter, LogReporter, TeeReporter
@@ -39,6 +40,7 @@ from ._options import (
     positive_int,
     seconds,
     shard,
+    state,
 )
 from .estimate import show_estimate
 
@@ -123,9 +125,19 @@ def add_parsers(commands: Commands) -> None:
     add_money_arguments(run)
     run.add_argument(
         "--state",
-        metavar="PATH",
-        type=Path,
-        help="the state file that makes re-runs resume (default: MANIFEST's name + .batchpod.db)",
+        metavar="PATH|URL",
+        type=state,
+        help="the state file that makes re-runs resume (default: MANIFEST's name + "
+        ".batchpod.db); or a postgresql:// URL: a database shared by any number of workers "
+        "running this manifest together (the password from the URL, PGPASSWORD or ~/.pgpass)",
+    )
+    run.add_argument(
+        "--lease",
+        metavar="TIME",
+        type=duration,
+        default=DEFAULT_LEASE_S,
+        help="with a postgresql:// state: how long after its last sign of life a worker's "
+        f"jobs stay its own before others take them over (default: {DEFAULT_LEASE_S:g}s)",
     )
     run.add_argument(
         "--retry-failed",
@@ -203,7 +215,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         assumed_duration_s=args.assume_duration * 60,
         results_path=args.results,
         results_format=args.format,
-        state_path=args.state,
+        state_path=args.state if isinstance(args.state, Path) else None,
+        state_url=args.state if isinstance(args.state, str) else None,
+        lease_s=args.lease,
         job_timeout_s=args.job_timeout,
         grace_s=args.grace,
         handle_signals=True,

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TextIO
 
-from batchpod.errors import ExitCode
+from batchpod.errors import ConfigError, ExitCode
+from batchpod.fleet import DatabaseUrl
 from batchpod.journal import JobState
 from batchpod.manifest import load_manifest
 from batchpod.standing import read_standing
 
-from ._options import Commands, shard
+from ._options import Commands, shard, state
+from .fleet import show_fleet_status
 
 
 def add_parsers(commands: Commands) -> None:
@@ -25,7 +26,12 @@ def add_parsers(commands: Commands) -> None:
         ),
     )
     status.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
-    status.add_argument("--state", metavar="PATH", type=Path, help="the state file to read")
+    status.add_argument(
+        "--state",
+        metavar="PATH|URL",
+        type=state,
+        help="the state file to read, or a fleet's postgresql:// URL (then every worker too)",
+    )
     status.add_argument("-v", "--verbose", action="store_true", help="one line per job")
     status.add_argument(
         "--shard",
@@ -38,6 +44,10 @@ def add_parsers(commands: Commands) -> None:
 
 def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     manifest = load_manifest(args.manifest)
+    if isinstance(args.state, str):
+        if args.shard is not None:
+            raise ConfigError("a fleet's state has no shards: leave --shard out")
+        return show_fleet_status(manifest, DatabaseUrl(args.state), verbose=args.verbose, out=out)
     standing = read_standing(manifest, state_path=args.state, shard=args.shard)
     title = manifest.path.name + (f" shard {args.shard}" if args.shard else "")
     if not standing.exists:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from batchpod.budget import BudgetGuard
+from batchpod.budget import BudgetGuard, Refused
 from batchpod.config import RunConfig
 from batchpod.errors import ApiError, AuthenticationError, DownloadLinkExpired, RateLimited
 from batchpod.estimate import estimate_cents
@@ -31,7 +31,7 @@ from batchpod.retry import retry_cause
 from ._live import LiveJob
 from ._outcomes import JobFailed, Stop, error_record
 from ._outputs import DoneRecords
-from ._ports import JournalSink, Reporter, StemApi
+from ._ports import Fleet, JournalSink, Reporter, StemApi
 
 T = TypeVar("T")
 
@@ -54,6 +54,7 @@ class Crew:
         content_addressed: bool,
         rng: random.Random,
         clock: Callable[[], float] = time.time,
+        fleet: Fleet | None = None,
     ) -> None:
         if config.concurrency is None or config.output_dir is None:
             raise ValueError("the pool needs concurrency and output_dir (RunConfig.for_manifest)")
@@ -68,6 +69,7 @@ class Crew:
         self.rng = rng
         self.clock = clock
         self.claimed = claimed  # AudioPod ids some job already holds: never adopted again
+        self.fleet = fleet  # the state shared with other workers, if the run has one
         self.stop: Stop | None = None  # set by the pool alone
         self.changes = 0  # counts job state changes, so watchers can tell when to look again
         self.worked = 0  # jobs this run submitted or followed at AudioPod
@@ -86,6 +88,47 @@ class Crew:
             cents_per_minute=self.config.cents_per_minute,
             assumed_duration_s=self.config.assumed_duration_s,
         )
+
+    @property
+    def capped(self) -> bool:
+        """Whether a cap is in force, this run's or its fleet's."""
+        return self.budget.capped or (self.fleet is not None and self.fleet.capped)
+
+    # The budget: this run's guard, and with a fleet, the fleet's reservations as well.
+    async def reserve(self, live: LiveJob) -> Refused | None:
+        """Reserve the job's estimate; why not, if a cap refuses it."""
+        refused = self.budget.reserve(live.index, live.estimate_cents)
+        if refused is None and self.fleet is not None:
+            refused = await self.fleet.reserve(
+                live.key,
+                live.estimate_cents,
+                max_spend_cents=self.config.max_spend_cents,
+                keep_balance_cents=self.config.keep_balance_cents,
+            )
+            if refused is not None:
+                self.budget.release(live.index)
+        return refused
+
+    async def submitted(self, live: LiveJob) -> None:
+        self.budget.submitted(live.index)
+        if self.fleet is not None:
+            await self.fleet.submitted(live.key)
+
+    async def charged(self, live: LiveJob, cents: int) -> None:
+        self.budget.settle(live.index, cents)
+        if self.fleet is not None:
+            await self.fleet.charged(live.key, cents)
+
+    async def release(self, live: LiveJob) -> None:
+        self.budget.release(live.index)
+        if self.fleet is not None:
+            await self.fleet.release(live.key)
+
+    async def claimed_ids(self) -> set[str]:
+        """AudioPod ids that some job holds, this run's and (with a fleet) every worker's."""
+        if self.fleet is None:
+            return self.claimed
+        return self.claimed | await self.fleet.claimed_ids()
 
     async def save(self, live: LiveJob, state: JobState) -> None:
         """Move the job to ``state`` and make that durable before going on."""

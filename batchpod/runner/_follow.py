@@ -72,7 +72,7 @@ class Follower:
         if live.completed_at is None:
             live.completed_at = crew.clock()
         if remote.status is RemoteStatus.FAILED:
-            crew.budget.release(live.index)  # AudioPod refunds failed jobs
+            await crew.release(live)  # AudioPod refunds failed jobs
             message = remote.error_message or "AudioPod reported the job as failed"
             live.error = ErrorRecord(type="RemoteJobFailed", message=message)
             await crew.save(live, JobState.FAILED)
@@ -83,7 +83,7 @@ class Follower:
             # this worker takes another job (a song longer than its manifest duration must
             # not let the next one past the cap); without one, in the background, in reads
             # shared by the jobs completing within a second.
-            if crew.budget.capped:
+            if crew.capped:
                 await self.wallet.settle(live, remote.id, gap_s=0.0)
             else:
                 assert self.background is not None

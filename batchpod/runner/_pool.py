@@ -23,7 +23,13 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from batchpod.budget import BudgetGuard
 from batchpod.client import RemoteJob, RemoteStatus
 from batchpod.config import RunConfig, as_duration
-from batchpod.errors import AuthenticationError, BatchpodError, StateError
+from batchpod.errors import (
+    AuthenticationError,
+    BatchpodError,
+    DatabaseUnavailable,
+    LeaseLost,
+    StateError,
+)
 from batchpod.flow import SubmitWindow
 from batchpod.journal import JobRecord, JobState
 from batchpod.logs import event
@@ -34,13 +40,16 @@ from ._crew import Crew
 from ._follow import Follower
 from ._live import LiveJob
 from ._outcomes import Halt, JobFailed, Stop, StopReason, Unresolved, error_record
-from ._ports import JournalSink, NoJournal, Reporter, StemApi
+from ._ports import Fleet, JournalSink, NoJournal, Reporter, StemApi
 from ._resume import inherited_spend, settle_earlier_unknowns, starting_point
 from ._stems import Stems
 from ._submit import Submitter
 from ._wallet import Wallet
 
 log = logging.getLogger("batchpod")
+
+#: How long a worker of a fleet waits before looking for free jobs again, when it has none.
+FLEET_IDLE_S = 0.5
 
 
 class Pool:
@@ -59,8 +68,10 @@ class Pool:
         journal: JournalSink | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        fleet: Fleet | None = None,
     ) -> None:
         self.records = dict(records or {})
+        self.fleet = fleet
         claimed = {r.remote_id for r in self.records.values() if r.remote_id is not None}
         self.crew = crew = Crew(
             api,
@@ -73,6 +84,7 @@ class Pool:
             content_addressed=content_keys is not None,
             rng=rng or random.Random(),
             clock=clock,
+            fleet=fleet,
         )
         self.jobs = crew.jobs
         # Without a state file (tests, embedding), each job is its own key.
@@ -90,6 +102,12 @@ class Pool:
         self.peak_in_flight = 0
         self._first_of_key: dict[str, int] = {}
         self._cancel: anyio.CancelScope | None = None
+        # With a fleet: each key's first listing (what a claim names), and what this worker
+        # claimed (its results list only those).
+        self._index_of: dict[str, int] = {}
+        for index, key in enumerate(self.content_keys):
+            self._index_of.setdefault(key, index)
+        self._claimed: set[int] = set()
 
     # What the session and the tests read of the run.
     @property
@@ -122,9 +140,12 @@ class Pool:
         send, receive = anyio.create_memory_object_stream[int](0)
         with anyio.CancelScope() as scope:
             self._cancel = scope
-            crew.budget.spent_cents += inherited_spend(crew, self.content_keys, self.records)
+            if self.fleet is None:
+                # With a fleet, its reservations carry what earlier runs left in flight, and
+                # a claimed unknown is settled under the fleet-wide lock on its song name.
+                crew.budget.spent_cents += inherited_spend(crew, self.content_keys, self.records)
+                await settle_earlier_unknowns(crew, self.submitter, self.live, self.records)
             await anyio.to_thread.run_sync(crew.done.load)  # finished jobs in output_dir
-            await settle_earlier_unknowns(crew, self.submitter, self.live, self.records)
             async with anyio.create_task_group() as background:
                 self.follower.background = background
                 background.start_soon(crew.board.run)
@@ -136,7 +157,10 @@ class Pool:
                         for _ in range(min(crew.concurrency, len(self.jobs))):
                             tg.start_soon(self._worker, receive.clone())
                         receive.close()
-                        await self._feed(send)
+                        if self.fleet is None:
+                            await self._feed(send)
+                        else:
+                            await self._claim(send, self.fleet)
                 background.cancel_scope.cancel()  # every job has ended: nothing left to watch
         return self.results()
 
@@ -157,8 +181,15 @@ class Pool:
             self._cancel.cancel()
 
     def results(self) -> list[JobResult]:
-        """Every job's result so far, in manifest order (unfinished ones as they stand)."""
-        return [self.crew.result_of(live) for live in self.live]
+        """Every job's result so far, in manifest order (unfinished ones as they stand);
+        with a fleet, those of the jobs this worker claimed."""
+        return [self.crew.result_of(self.live[index]) for index in self.worked_indexes()]
+
+    def worked_indexes(self) -> list[int]:
+        """The indexes of the jobs ``results`` lists."""
+        if self.fleet is None:
+            return list(range(len(self.live)))
+        return sorted(self._claimed)
 
     async def _watch_wallet(self) -> None:
         try:
@@ -171,6 +202,36 @@ class Pool:
             for index in range(len(self.jobs)):
                 if self.crew.stop is not None:
                     return
+                await send.send(index)
+
+    async def _claim(self, send: ObjectSendStream[int], fleet: Fleet) -> None:
+        """Claim jobs from the fleet one at a time as workers take them, until none is
+        left that this worker could take: none free, none held by a worker gone quiet."""
+        crew = self.crew
+        async with send:
+            while True:
+                if crew.stop is not None:
+                    if crew.stop.reason in (StopReason.BUDGET, StopReason.BALANCE):
+                        with anyio.CancelScope(shield=True):
+                            await fleet.halt(crew.stop.reason.value, crew.stop.message)
+                    return
+                stopped = await fleet.stopped()
+                if stopped is not None:
+                    reason, message = stopped
+                    stop = Stop(reason=StopReason(reason), message=message)
+                    self.halt(stop, cancel_in_flight=False)
+                    return
+                record = await fleet.claim()
+                if record is None:
+                    if self.in_flight or await fleet.waiting():
+                        await anyio.sleep(FLEET_IDLE_S)  # a worker may die and leave jobs
+                        continue
+                    return
+                index = self._index_of.get(record.key)
+                if index is None:
+                    continue  # not in this worker's manifest (it changed): left to others
+                self._claimed.add(index)
+                self.records[record.key] = record
                 await send.send(index)
 
     async def _worker(self, receive: ObjectReceiveStream[int]) -> None:
@@ -187,8 +248,18 @@ class Pool:
                     await self._process(index)
                 finally:
                     self.in_flight -= 1
-                    if self.live[index].done:
-                        self.crew.reporter.job_finished(self.crew.result_of(self.live[index]))
+                    live = self.live[index]
+                    if live.done:
+                        result = self.crew.result_of(live)
+                        if self.fleet is not None:
+                            with anyio.CancelScope(shield=True):
+                                await self.fleet.settle(
+                                    live.key,
+                                    status=result.status.value,
+                                    reason=result.reason,
+                                    estimated_cents=result.estimated_cents,
+                                )
+                        self.crew.reporter.job_finished(result)
 
     async def _process(self, index: int) -> None:
         job, live = self.jobs[index], self.live[index]
@@ -278,8 +349,8 @@ class Pool:
             crew.finish(live, JobStatus.UNKNOWN, error=exc.record)
         except JobFailed as exc:
             crew.finish(live, JobStatus.FAILED, error=exc.record)
-        except StateError:
-            raise  # the state file cannot be written: a run-level condition
+        except (StateError, DatabaseUnavailable, LeaseLost):
+            raise  # the state cannot be written: a run-level condition
         except BatchpodError as exc:
             # Any other condition we know of is this job's failure, never the run's.
             crew.finish(live, JobStatus.FAILED, error=error_record(exc))

@@ -5,9 +5,11 @@ Protocols only, so that the pool's tests drive it with an in-memory API and no s
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
+from batchpod.budget import Refused
 from batchpod.client import Balance, RemoteJob, UsageRow
 from batchpod.journal import JobRecord
 from batchpod.models import Job, JobResult
@@ -42,6 +44,52 @@ class NoJournal:
 
     async def put(self, record: JobRecord) -> None:
         pass
+
+
+class Fleet(Protocol):
+    """The state the pool shares with other workers on one manifest (``batchpod.fleet``):
+    the jobs it claims, the budget, and the locks on like-named songs. A pool without one
+    works the whole manifest alone."""
+
+    capped: bool  # a cap is in force (the fleet's reservations decide, not the run's)
+
+    async def claim(self) -> JobRecord | None:
+        """The next free job, now this worker's; None when none is free."""
+
+    async def waiting(self) -> bool:
+        """Whether quiet workers hold jobs that will soon be free to take over."""
+
+    async def stopped(self) -> tuple[str, str] | None:
+        """The fleet-wide stop (reason, message) another worker set, if any."""
+
+    async def halt(self, reason: str, message: str) -> None:
+        """Stop the whole fleet: nobody takes another job."""
+
+    async def settle(
+        self, key: str, *, status: str, reason: str | None, estimated_cents: int | None
+    ) -> None:
+        """The job ended here: give it back, settled for this run."""
+
+    async def claimed_ids(self) -> set[str]:
+        """Every AudioPod job id that some job in the shared state holds."""
+
+    def hold(self, identity: str) -> AbstractAsyncContextManager[None]:
+        """Hold the fleet-wide lock on a song name (``reconcile.identity``)."""
+
+    async def reserve(
+        self, key: str, cents: int, *, max_spend_cents: int | None, keep_balance_cents: int | None
+    ) -> Refused | None: ...
+
+    async def submitted(self, key: str) -> None: ...
+
+    async def charged(self, key: str, cents: int) -> None: ...
+
+    async def release(self, key: str) -> None: ...
+
+    async def clock(self) -> float:
+        """The shared clock, to stamp a wallet read before it is sent."""
+
+    async def balance(self, cents: int, *, sent_at: float) -> None: ...
 
 
 class Reporter(Protocol):

@@ -37,6 +37,7 @@ from batchpod.models import ErrorRecord, Job
 from ._crew import Crew
 from ._live import LiveJob
 from ._outcomes import Halt, JobFailed, Stop, StopReason, Unresolved, error_record
+from ._ports import Fleet
 from ._wallet import Wallet
 
 #: How many times the job list is searched for an unknown submit's job before sending again.
@@ -51,10 +52,12 @@ class _SourceLock:
 
 class SourceLocks:
     """One lock per song name that reconciliation cannot tell apart (``reconcile.identity``);
-    a lock lives only while it is held or awaited: one per job would grow with the manifest."""
+    a lock lives only while it is held or awaited: one per job would grow with the manifest.
+    With a fleet, the fleet-wide lock on the name is taken too, once the local one is held."""
 
-    def __init__(self) -> None:
+    def __init__(self, fleet: Fleet | None = None) -> None:
         self._locks: dict[str, _SourceLock] = {}
+        self._fleet = fleet
 
     @contextlib.asynccontextmanager
     async def hold(self, job: Job) -> AsyncIterator[None]:
@@ -65,7 +68,11 @@ class SourceLocks:
         entry.users += 1
         try:
             async with entry.lock:
-                yield
+                if self._fleet is None:
+                    yield
+                else:
+                    async with self._fleet.hold(identity):
+                        yield
         finally:
             entry.users -= 1
             if not entry.users:
@@ -78,7 +85,7 @@ class Submitter:
     def __init__(self, crew: Crew, wallet: Wallet) -> None:
         self.crew = crew
         self.wallet = wallet
-        self.locks = SourceLocks()
+        self.locks = SourceLocks(crew.fleet)
 
     async def submit_new(self, job: Job, live: LiveJob) -> RemoteJob | None:
         """Reserve the job's cost, then submit it (see the module docstring)."""
@@ -86,7 +93,7 @@ class Submitter:
         live.estimate_cents = crew.estimate_cents(job)
         if crew.config.wallet_before_reserve and crew.budget.balance_cents is not None:
             await self.wallet.read_balance()  # other shards spend from this wallet too
-        refused = crew.budget.reserve(live.index, live.estimate_cents)
+        refused = await crew.reserve(live)
         if refused is not None:
             live.reason = StopReason.BUDGET.value  # the run's 'stopped' line says which cap
             stop = Stop(reason=StopReason.BUDGET, message=str(refused))
@@ -94,19 +101,19 @@ class Submitter:
         try:
             return await self._submit(job, live)
         except _Stopped:
-            crew.budget.release(live.index)
+            await crew.release(live)
             if live.state is JobState.SUBMITTING:  # saved, then stopped before sending
                 await crew.save(live, JobState.PENDING)
             return None
         except InsufficientBalance as exc:
-            crew.budget.release(live.index)
+            await crew.release(live)
             live.reason = StopReason.BALANCE.value
             live.error = error_record(exc)  # with the required and available amounts
             await crew.save(live, JobState.PENDING)  # 402: nothing was created
             stop = Stop(reason=StopReason.BALANCE, message=str(exc))
             raise Halt(stop, cancel_in_flight=False) from exc
         except AuthenticationError as exc:
-            crew.budget.release(live.index)
+            await crew.release(live)
             live.reason = StopReason.AUTH.value
             await crew.save(live, JobState.PENDING)
             raise Halt(
@@ -114,7 +121,7 @@ class Submitter:
             ) from exc
         except JobFailed as exc:
             if not exc.maybe_charged and not live.state.unsettled:
-                crew.budget.release(live.index)
+                await crew.release(live)
             raise  # a job may exist and be charged: its hold stays, so no cap is passed
 
     async def _submit(self, job: Job, live: LiveJob) -> RemoteJob:
@@ -178,7 +185,7 @@ class Submitter:
 
     async def _submitted(self, job: Job, live: LiveJob, remote_id: str) -> None:
         crew = self.crew
-        crew.budget.submitted(live.index)
+        await crew.submitted(live)
         live.remote_id = remote_id
         live.submitted_at = crew.clock()
         crew.claimed.add(remote_id)
@@ -198,7 +205,11 @@ class Submitter:
             if attempt:
                 await anyio.sleep(crew.config.poll.first_s * 2)  # a new job may list late
             search = functools.partial(
-                reconcile.search, crew.api, job, intent_at=intent_at, claimed=crew.claimed
+                reconcile.search,
+                crew.api,
+                job,
+                intent_at=intent_at,
+                claimed=await crew.claimed_ids(),
             )
             result = await crew.retrying(search, live)
             if result.candidates or result.doubtful:

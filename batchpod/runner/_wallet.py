@@ -40,8 +40,9 @@ class Wallet:
     async def read_balance(self) -> None:
         """Read the wallet into the budget's model; a refused key raises
         AuthenticationError, any other failure leaves the model as it stands."""
-        budget = self.crew.budget
+        budget, fleet = self.crew.budget, self.crew.fleet
         generation = budget.generation
+        sent_at = await fleet.clock() if fleet is not None else 0.0
         try:
             balance = await self.crew.api.balance()
         except AuthenticationError:
@@ -49,15 +50,16 @@ class Wallet:
         except ApiError:
             return  # the model stands until the next read
         budget.refresh(balance.balance_cents, generation=generation)
+        if fleet is not None:
+            await fleet.balance(balance.balance_cents, sent_at=sent_at)
 
     async def settle(self, live: LiveJob, remote_id: str, *, gap_s: float) -> None:
         """Count the completed job at AudioPod's charge (its estimate if the log has none)."""
         charged = await self.charge_of(remote_id, gap_s=gap_s)
         if charged is not None:
             live.cost_cents = charged
-        budget = self.crew.budget
-        budget.settle(live.index, charged if charged is not None else live.estimate_cents)
-        self.crew.reporter.spent(budget.spent_cents)
+        await self.crew.charged(live, charged if charged is not None else live.estimate_cents)
+        self.crew.reporter.spent(self.crew.budget.spent_cents)
 
     async def charge_of(self, remote_id: str, *, gap_s: float) -> int | None:
         """AudioPod's charge for a completed job, from the newest pages of its usage log.

@@ -1,0 +1,457 @@
+"""One worker of a fleet: it joins, claims jobs under a lease, writes their state fenced by
+that lease, shares the fleet's budget, and serialises like-named submits with the others.
+
+- **Joining.** A worker that starts when no other worker of the manifest is alive begins a
+  new *epoch* (the next run of the manifest): last epoch's stop is lifted and the budget
+  forgets what finished jobs cost, keeping what jobs left in flight may have cost, as a
+  single machine's re-run does. A worker that joins living ones works their epoch.
+- **Claims and leases.** ``claim`` takes the next job in manifest order that this epoch has
+  not settled, that is not done, and that no living worker holds, with ``FOR UPDATE SKIP
+  LOCKED`` so that workers never wait on each other. A worker is alive while its heartbeat
+  (every quarter of its lease, on a connection of its own) is younger than its lease; once
+  it is older, its jobs go to whoever claims next, in whatever state they were: a job left
+  ``submitting`` is reconciled, never sent blindly again.
+- **Fencing.** Every state write names its owner and requires the owner's heartbeat to be
+  younger than half its lease: a worker that lost its jobs cannot write over their new
+  owner's work, and a submit intent is only recorded while at least half a lease remains,
+  so the send it allows goes out long before another worker may take the job over. A
+  write that finds the job gone is ``LeaseLost`` (exit 75): the worker stops.
+- **One budget.** Reservations are rows; ``reserve`` takes the fleet's row lock, adds what
+  every worker reserved, holds and was charged, and refuses past ``max_spend`` or below
+  ``keep_balance`` (against the newest wallet read any worker made, less what was reserved
+  since it was sent).
+- **Like-named songs.** ``hold`` takes a PostgreSQL advisory lock on the name that
+  reconciliation tells jobs apart by (``reconcile.identity``), on a connection of its own:
+  a killed worker's locks go with its connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+import anyio
+import psycopg
+
+from batchpod.budget import Refusal, Refused
+from batchpod.errors import DatabaseUnavailable, LeaseLost
+from batchpod.journal import RECORD_COLUMNS, JobRecord, JobState, record_values
+
+from ._store import NOW, FleetRow, FleetStore, connect, fleet_row, job_row
+
+log = logging.getLogger("batchpod")
+
+#: The default lease: how long a silent worker's jobs stay its own.
+DEFAULT_LEASE_S: Final = 60.0
+#: States whose job AudioPod holds (or may hold) a charge for and that are not done: their
+#: reservations outlive an epoch, as ``JobState.paid_unfinished`` says.
+_PAID_UNFINISHED: Final = tuple(s.value for s in JobState if s.paid_unfinished)
+_ASSIGN: Final = ", ".join(f"{c} = %s" for c in RECORD_COLUMNS if c != "key")
+
+
+def worker_name() -> str:
+    """This process's name in the fleet: host, pid and a few random characters."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+class FleetWorker:
+    """This process as a worker of one manifest's fleet (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: FleetStore,
+        fleet: FleetRow,
+        *,
+        name: str,
+        lease_s: float,
+        retry_failed: bool,
+        beats: psycopg.AsyncConnection[Any],
+        locks: psycopg.AsyncConnection[Any],
+    ) -> None:
+        self.store = store
+        self.url = store.url
+        self.fleet = fleet
+        self.fleet_id = fleet.id
+        self.epoch = fleet.epoch
+        self.name = name
+        self.lease_s = lease_s
+        self.retry_failed = retry_failed
+        self.capped = False  # set by the session when a cap is in force
+        self._beats = beats
+        self._locks = locks
+        self._locks_lock = anyio.Lock()
+        self._host = socket.gethostname()
+
+    @classmethod
+    async def join(
+        cls,
+        store: FleetStore,
+        *,
+        name: str,
+        identity: str,
+        manifest: str,
+        manifest_sha256: str,
+        jobs: Sequence[tuple[str, str]],
+        lease_s: float = DEFAULT_LEASE_S,
+        retry_failed: bool = False,
+    ) -> FleetWorker:
+        """Join (or start) the fleet of the manifest known as ``identity``; ``jobs`` are its
+        jobs' (content key, name) in manifest order, each key once. The worker owns
+        ``store`` from here on (``close`` closes it)."""
+        url = store.url
+        try:
+            async with store.tx() as cur:
+                await cur.execute(
+                    f"""INSERT INTO batchpod_fleets (identity, manifest, manifest_sha256,
+                        created_at) VALUES (%s, %s, %s, {NOW}) ON CONFLICT (identity) DO NOTHING""",
+                    (identity, manifest, manifest_sha256),
+                )
+                await cur.execute(
+                    "SELECT * FROM batchpod_fleets WHERE identity = %s FOR UPDATE", (identity,)
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                fleet_id = row["id"]
+                await cur.execute(
+                    f"""SELECT count(*) AS n FROM batchpod_workers WHERE fleet_id = %s
+                        AND finished_at IS NULL AND seen_at > {NOW} - lease_s""",
+                    (fleet_id,),
+                )
+                alive = await cur.fetchone()
+                if not alive or alive["n"] == 0:
+                    # The next run of the manifest: what finished jobs cost is last run's.
+                    await cur.execute(
+                        f"""UPDATE batchpod_fleets SET epoch = epoch + 1,
+                            epoch_started_at = {NOW}, stop_reason = NULL, stop_message = NULL,
+                            manifest = %s, manifest_sha256 = %s WHERE id = %s""",
+                        (manifest, manifest_sha256, fleet_id),
+                    )
+                    await cur.execute(
+                        """DELETE FROM batchpod_reservations r USING batchpod_jobs j
+                           WHERE r.fleet_id = %s AND j.fleet_id = r.fleet_id AND j.key = r.key
+                             AND NOT (j.state = ANY(%s))""",
+                        (fleet_id, list(_PAID_UNFINISHED)),
+                    )
+                await cur.execute("SELECT * FROM batchpod_fleets WHERE id = %s", (fleet_id,))
+                row = await cur.fetchone()
+                assert row is not None
+                fleet = fleet_row(row)
+                await cur.execute(
+                    f"""INSERT INTO batchpod_workers (fleet_id, worker, host, pid, epoch,
+                        lease_s, started_at, seen_at) VALUES (%s, %s, %s, %s, %s, %s, {NOW},
+                        {NOW})""",
+                    (fleet_id, name, socket.gethostname(), os.getpid(), fleet.epoch, lease_s),
+                )
+                await cur.executemany(
+                    f"""INSERT INTO batchpod_jobs (fleet_id, key, position, name, listed_epoch,
+                        state, updated_at) VALUES (%s, %s, %s, %s, %s, 'pending', {NOW})
+                        ON CONFLICT (fleet_id, key) DO UPDATE SET position = EXCLUDED.position,
+                        name = EXCLUDED.name, listed_epoch = EXCLUDED.listed_epoch""",
+                    [
+                        (fleet_id, key, position, job_name, fleet.epoch)
+                        for position, (key, job_name) in enumerate(jobs)
+                    ],
+                )
+            beats = await connect(url)
+            try:
+                locks = await connect(url)
+            except BaseException:
+                await beats.close()
+                raise
+        except BaseException:
+            await store.close()
+            raise
+        return cls(
+            store,
+            fleet,
+            name=name,
+            lease_s=lease_s,
+            retry_failed=retry_failed,
+            beats=beats,
+            locks=locks,
+        )
+
+    async def close(self) -> None:
+        for connection in (self._beats, self._locks):
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
+        await self.store.close()
+
+    async def leave(self, exit_code: int | None) -> None:
+        """Give back every job still held (another worker may take them at once) and sign
+        off."""
+        async with self.store.tx() as cur:
+            await cur.execute(
+                "UPDATE batchpod_jobs SET owner = NULL WHERE fleet_id = %s AND owner = %s",
+                (self.fleet_id, self.name),
+            )
+            await cur.execute(
+                f"""UPDATE batchpod_workers SET finished_at = {NOW}, seen_at = {NOW},
+                    exit_code = %s WHERE fleet_id = %s AND worker = %s""",
+                (exit_code, self.fleet_id, self.name),
+            )
+
+    # -- the lease -------------------------------------------------------------------------
+
+    async def keep_alive(self) -> None:
+        """Renew the lease every quarter of it, until cancelled; a renewal that fails is
+        tried again (writes are fenced, so a lapse cannot go unnoticed)."""
+        warned = False
+        while True:
+            await anyio.sleep(self.lease_s / 4)
+            try:
+                await self._beats.execute(
+                    f"UPDATE batchpod_workers SET seen_at = {NOW} "
+                    "WHERE fleet_id = %s AND worker = %s",
+                    (self.fleet_id, self.name),
+                )
+                warned = False
+            except psycopg.Error as exc:
+                if not warned:
+                    log.warning("could not renew the lease: %s", self.store.reason(exc))
+                    warned = True
+                with contextlib.suppress(psycopg.Error):
+                    self._beats = await connect(self.url)
+
+    # -- claims ----------------------------------------------------------------------------
+
+    async def claim(self) -> JobRecord | None:
+        """The next job for this worker, now held by it; None when none is free."""
+        failed = "" if self.retry_failed else "AND j.state <> 'failed'"
+        async with self.store.tx() as cur:
+            await cur.execute(
+                f"""
+                WITH free AS (
+                    SELECT j.key FROM batchpod_jobs j
+                     WHERE j.fleet_id = %(fleet)s AND j.listed_epoch = %(epoch)s
+                       AND j.settled_epoch IS DISTINCT FROM %(epoch)s
+                       AND j.state <> 'downloaded' {failed}
+                       AND (j.owner IS NULL OR NOT EXISTS (
+                            SELECT 1 FROM batchpod_workers w
+                             WHERE w.fleet_id = j.fleet_id AND w.worker = j.owner
+                               AND w.finished_at IS NULL AND w.seen_at > {NOW} - w.lease_s))
+                     ORDER BY j.position LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
+                UPDATE batchpod_jobs j SET owner = %(me)s, worked_by = %(me)s
+                  FROM free WHERE j.fleet_id = %(fleet)s AND j.key = free.key
+                RETURNING j.*
+                """,
+                {"fleet": self.fleet_id, "epoch": self.epoch, "me": self.name},
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            if row["state"] == JobState.PENDING.value:
+                # Reserved by a worker that then died before recording its intent: nothing
+                # was sent, so nothing is held for it.
+                await cur.execute(
+                    "DELETE FROM batchpod_reservations WHERE fleet_id = %s AND key = %s",
+                    (self.fleet_id, row["key"]),
+                )
+        return job_row(row).record
+
+    async def waiting(self) -> bool:
+        """Whether jobs are held by workers that have gone quiet: their leases will lapse
+        soon, and this worker should wait to take those jobs over rather than leave."""
+        async with self.store.tx() as cur:
+            await cur.execute(
+                f"""SELECT EXISTS (SELECT 1 FROM batchpod_jobs j JOIN batchpod_workers w
+                      ON w.fleet_id = j.fleet_id AND w.worker = j.owner
+                     WHERE j.fleet_id = %s AND j.owner <> %s AND j.listed_epoch = %s
+                       AND j.settled_epoch IS DISTINCT FROM %s
+                       AND w.seen_at < {NOW} - w.lease_s / 2) AS quiet""",
+                (self.fleet_id, self.name, self.epoch, self.epoch),
+            )
+            row = await cur.fetchone()
+        return bool(row and row["quiet"])
+
+    async def stopped(self) -> tuple[str, str] | None:
+        """The fleet's stop in this epoch (its reason and message), if a worker set one."""
+        async with self.store.tx() as cur:
+            await cur.execute(
+                "SELECT stop_reason, stop_message, epoch FROM batchpod_fleets WHERE id = %s",
+                (self.fleet_id,),
+            )
+            row = await cur.fetchone()
+        if row is None or row["stop_reason"] is None or row["epoch"] != self.epoch:
+            return None
+        return row["stop_reason"], row["stop_message"] or row["stop_reason"]
+
+    async def halt(self, reason: str, message: str) -> None:
+        """Stop the fleet: no worker takes another job this epoch (the budget refused one)."""
+        async with self.store.tx() as cur:
+            await cur.execute(
+                """UPDATE batchpod_fleets SET stop_reason = %s, stop_message = %s
+                   WHERE id = %s AND epoch = %s AND stop_reason IS NULL""",
+                (reason, message, self.fleet_id, self.epoch),
+            )
+
+    async def commit(self, records: Sequence[JobRecord]) -> None:
+        """Write records of jobs this worker holds, in one transaction (see Fencing)."""
+        lost = 0
+        async with self.store.tx() as cur:
+            for record in records:
+                values = record_values(record)
+                await cur.execute(
+                    f"""UPDATE batchpod_jobs SET {_ASSIGN}, updated_at = {NOW}
+                         WHERE fleet_id = %s AND key = %s AND owner = %s AND EXISTS (
+                           SELECT 1 FROM batchpod_workers w WHERE w.fleet_id = %s
+                              AND w.worker = %s AND w.seen_at > {NOW} - w.lease_s / 2)""",
+                    (*values[1:], self.fleet_id, record.key, self.name, self.fleet_id, self.name),
+                )
+                if cur.rowcount != 1:
+                    lost += 1
+        if lost:
+            raise LeaseLost(where=self.url.where, jobs=lost)
+
+    async def settle(
+        self, key: str, *, status: str, reason: str | None, estimated_cents: int | None
+    ) -> None:
+        """The job ended in this worker: give it back, settled for this epoch."""
+        async with self.store.tx() as cur:
+            await cur.execute(
+                """UPDATE batchpod_jobs SET owner = NULL, settled_epoch = %s, status = %s,
+                   reason = %s, estimated_cents = %s
+                   WHERE fleet_id = %s AND key = %s AND owner = %s""",
+                (self.epoch, status, reason, estimated_cents, self.fleet_id, key, self.name),
+            )
+
+    async def set_costs(self, costs: dict[str, int]) -> None:
+        async with self.store.tx() as cur:
+            await cur.executemany(
+                "UPDATE batchpod_jobs SET cost_cents = %s WHERE fleet_id = %s AND key = %s",
+                [(cents, self.fleet_id, key) for key, cents in costs.items()],
+            )
+
+    async def claimed_ids(self) -> set[str]:
+        """Every AudioPod job id any job in the database holds: none is adopted again."""
+        async with self.store.tx() as cur:
+            await cur.execute("SELECT remote_id FROM batchpod_jobs WHERE remote_id IS NOT NULL")
+            rows = await cur.fetchall()
+        return {row["remote_id"] for row in rows}
+
+    # -- the budget ------------------------------------------------------------------------
+
+    async def reserve(
+        self, key: str, cents: int, *, max_spend_cents: int | None, keep_balance_cents: int | None
+    ) -> Refused | None:
+        """Reserve ``cents`` for the job against the fleet's caps, atomically."""
+        async with self.store.tx() as cur:
+            await cur.execute(
+                "SELECT balance_cents, balance_read_at FROM batchpod_fleets WHERE id = %s "
+                "FOR UPDATE",
+                (self.fleet_id,),
+            )
+            fleet = await cur.fetchone()
+            assert fleet is not None
+            await cur.execute(
+                """SELECT coalesce(sum(cents), 0) AS total,
+                          coalesce(sum(cents) FILTER (WHERE state = 'pending'
+                              OR held_at > coalesce(%s, 'infinity'::float8)), 0) AS unread
+                     FROM batchpod_reservations WHERE fleet_id = %s AND key <> %s""",
+                (fleet["balance_read_at"], self.fleet_id, key),
+            )
+            sums = await cur.fetchone()
+            assert sums is not None
+            if max_spend_cents is not None:
+                available = max_spend_cents - sums["total"]
+                if cents > available:
+                    return Refused(
+                        reason=Refusal.MAX_SPEND,
+                        needed_cents=cents,
+                        available_cents=max(available, 0),
+                    )
+            if keep_balance_cents is not None and fleet["balance_cents"] is not None:
+                available = fleet["balance_cents"] - sums["unread"] - keep_balance_cents
+                if cents > available:
+                    return Refused(
+                        reason=Refusal.KEEP_BALANCE,
+                        needed_cents=cents,
+                        available_cents=max(available, 0),
+                    )
+            await cur.execute(
+                """INSERT INTO batchpod_reservations (fleet_id, key, cents, state)
+                   VALUES (%s, %s, %s, 'pending') ON CONFLICT (fleet_id, key)
+                   DO UPDATE SET cents = EXCLUDED.cents, state = 'pending', held_at = NULL""",
+                (self.fleet_id, key, cents),
+            )
+        return None
+
+    async def submitted(self, key: str) -> None:
+        """AudioPod accepted the job: it holds the charge from now on."""
+        await self._reservation(
+            f"UPDATE batchpod_reservations SET state = 'held', held_at = {NOW} "
+            "WHERE fleet_id = %s AND key = %s",
+            key,
+        )
+
+    async def charged(self, key: str, cents: int) -> None:
+        """The job completed and AudioPod charged ``cents``."""
+        async with self.store.tx() as cur:
+            await cur.execute(
+                f"""INSERT INTO batchpod_reservations (fleet_id, key, cents, state, held_at)
+                    VALUES (%s, %s, %s, 'charged', {NOW}) ON CONFLICT (fleet_id, key)
+                    DO UPDATE SET cents = EXCLUDED.cents, state = 'charged',
+                    held_at = coalesce(batchpod_reservations.held_at, EXCLUDED.held_at)""",
+                (self.fleet_id, key, cents),
+            )
+
+    async def release(self, key: str) -> None:
+        """Nothing is or will be charged for the job (never sent, or failed and refunded)."""
+        await self._reservation(
+            "DELETE FROM batchpod_reservations WHERE fleet_id = %s AND key = %s", key
+        )
+
+    async def _reservation(self, statement: str, key: str) -> None:
+        async with self.store.tx() as cur:
+            await cur.execute(statement.encode(), (self.fleet_id, key))
+
+    async def clock(self) -> float:
+        """The database's time (a wallet read is stamped with it before it is sent)."""
+        async with self.store.tx() as cur:
+            await cur.execute(f"SELECT {NOW} AS now")
+            row = await cur.fetchone()
+        return float(row["now"]) if row else math.inf
+
+    async def balance(self, cents: int, *, sent_at: float) -> None:
+        """A wallet read sent at ``sent_at`` arrived: keep it if it is the newest."""
+        async with self.store.tx() as cur:
+            await cur.execute(
+                """UPDATE batchpod_fleets SET balance_cents = %s, balance_read_at = %s
+                   WHERE id = %s AND (balance_read_at IS NULL OR balance_read_at < %s)""",
+                (cents, sent_at, self.fleet_id, sent_at),
+            )
+
+    # -- like-named songs ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def hold(self, identity: str) -> AsyncIterator[None]:
+        """Hold the database-wide lock on a song name (see the module docstring)."""
+        digest = hashlib.sha256(f"batchpod-source:{identity}".encode()).digest()
+        lock = int.from_bytes(digest[:8], "big", signed=True)
+        pause = 0.02
+        while not await self._advisory("SELECT pg_try_advisory_lock(%s) AS ok", lock):
+            await anyio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._advisory("SELECT pg_advisory_unlock(%s) AS ok", lock)
+
+    async def _advisory(self, statement: str, lock: int) -> bool:
+        async with self._locks_lock:
+            try:
+                cursor = await self._locks.execute(statement.encode(), (lock,))
+                row = await cursor.fetchone()
+            except psycopg.Error as exc:
+                raise DatabaseUnavailable(
+                    where=self.url.where, reason=self.store.reason(exc), during_run=True
+                ) from None
+        return bool(row and row["ok"])

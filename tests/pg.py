@@ -1,0 +1,142 @@
+"""A real PostgreSQL server for the tests, from the ``pgserver`` wheel's binaries.
+
+``pgserver`` itself serves on a Unix socket with no password; batchpod's fleet is reached over
+TCP with a password, so this starts the same binaries by hand: ``initdb`` with SCRAM
+passwords, then ``postgres`` on 127.0.0.1 and a free port. As root, PostgreSQL refuses to
+run, so the server runs as the ``pgserver`` user that pgserver's own helper creates.
+
+``PgServer.url(db)`` is a ``postgresql://`` URL with the password in it; ``database()`` makes
+a fresh database per test so that tests never see each other's fleets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+PASSWORD = "s3cret-Pg-pass-7f3a9c"  # scanned for in everything batchpod writes and prints
+USER = "batchpod"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PgServer:
+    """One PostgreSQL server on loopback for a test session."""
+
+    def __init__(self) -> None:
+        # The wheel's binaries, found without importing pgserver (its import warns).
+        spec = importlib.util.find_spec("pgserver")
+        assert spec is not None and spec.submodule_search_locations
+        self.bin = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        self.root = Path(tempfile.mkdtemp(prefix="batchpod-pg-"))
+        self.root.chmod(0o755)
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self.user: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._names = itertools.count()
+
+    def start(self) -> PgServer:
+        run_as = {}
+        if os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam("pgserver")
+            except KeyError:
+                subprocess.run(["useradd", "-s", "/bin/sh", "pgserver"], check=True)
+                entry = pwd.getpwnam("pgserver")
+            self.user = "pgserver"
+            for path in (self.bin.parent, *self.bin.parent.rglob("*")):
+                mode = path.stat().st_mode
+                path.chmod(mode | (0o555 if path.is_dir() or mode & 0o100 else 0o444))
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+            run_as = {"user": "pgserver"}
+        pwfile = self.root / "pw"
+        pwfile.write_text(PASSWORD + "\n")
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        subprocess.run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                USER,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            **run_as,  # type: ignore[call-overload]
+        )
+        pwfile.unlink()
+        with (self.root / "log").open("wb") as log:
+            self._proc = subprocess.Popen(
+                [
+                    str(self.bin / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.root),
+                    "-c",
+                    "fsync=off",  # a test server: speed over durability
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                **run_as,  # type: ignore[call-overload]
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url("postgres"), connect_timeout=2).close()
+                return self
+            except psycopg.OperationalError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "PostgreSQL did not start: " + (self.root / "log").read_text()
+                    ) from None
+                time.sleep(0.1)
+
+    def url(self, database: str, *, password: bool = True) -> str:
+        secret = f":{PASSWORD}" if password else ""
+        return f"postgresql://{USER}{secret}@127.0.0.1:{self.port}/{database}"
+
+    def database(self) -> str:
+        """A new, empty database; its name."""
+        name = f"t{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
