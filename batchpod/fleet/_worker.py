@@ -149,16 +149,7 @@ class FleetWorker:
                         {NOW})""",
                     (fleet_id, name, socket.gethostname(), os.getpid(), fleet.epoch, lease_s),
                 )
-                await cur.executemany(
-                    f"""INSERT INTO batchpod_jobs (fleet_id, key, position, name, listed_epoch,
-                        state, updated_at) VALUES (%s, %s, %s, %s, %s, 'pending', {NOW})
-                        ON CONFLICT (fleet_id, key) DO UPDATE SET position = EXCLUDED.position,
-                        name = EXCLUDED.name, listed_epoch = EXCLUDED.listed_epoch""",
-                    [
-                        (fleet_id, key, position, job_name, fleet.epoch)
-                        for position, (key, job_name) in enumerate(jobs)
-                    ],
-                )
+            await _list_jobs(store, fleet, jobs)
             beats = await connect(url)
             try:
                 locks = await connect(url)
@@ -222,17 +213,22 @@ class FleetWorker:
 
     # -- claims ----------------------------------------------------------------------------
 
+    @property
+    def _open(self) -> str:
+        """The condition on a job row ``j`` that it is still to be worked in this epoch."""
+        failed = "" if self.retry_failed else "AND j.state <> 'failed'"
+        return f"""j.fleet_id = %(fleet)s AND j.listed_epoch = %(epoch)s
+                   AND j.settled_epoch IS DISTINCT FROM %(epoch)s
+                   AND j.state <> 'downloaded' {failed}"""
+
     async def claim(self) -> JobRecord | None:
         """The next job for this worker, now held by it; None when none is free."""
-        failed = "" if self.retry_failed else "AND j.state <> 'failed'"
         async with self.store.tx() as cur:
             await cur.execute(
                 f"""
                 WITH free AS (
                     SELECT j.key FROM batchpod_jobs j
-                     WHERE j.fleet_id = %(fleet)s AND j.listed_epoch = %(epoch)s
-                       AND j.settled_epoch IS DISTINCT FROM %(epoch)s
-                       AND j.state <> 'downloaded' {failed}
+                     WHERE {self._open}
                        AND (j.owner IS NULL OR NOT EXISTS (
                             SELECT 1 FROM batchpod_workers w
                              WHERE w.fleet_id = j.fleet_id AND w.worker = j.owner
@@ -263,10 +259,9 @@ class FleetWorker:
             await cur.execute(
                 f"""SELECT EXISTS (SELECT 1 FROM batchpod_jobs j JOIN batchpod_workers w
                       ON w.fleet_id = j.fleet_id AND w.worker = j.owner
-                     WHERE j.fleet_id = %s AND j.owner <> %s AND j.listed_epoch = %s
-                       AND j.settled_epoch IS DISTINCT FROM %s
+                     WHERE {self._open} AND j.owner <> %(me)s
                        AND w.seen_at < {NOW} - w.lease_s / 2) AS quiet""",
-                (self.fleet_id, self.name, self.epoch, self.epoch),
+                {"fleet": self.fleet_id, "epoch": self.epoch, "me": self.name},
             )
             row = await cur.fetchone()
         return bool(row and row["quiet"])
@@ -296,7 +291,9 @@ class FleetWorker:
         """Write records of jobs this worker holds, in one transaction (see Fencing)."""
         lost = 0
         async with self.store.tx() as cur:
-            for record in records:
+            # In key order, as every statement that locks several rows takes them: two
+            # transactions never wait on each other in a circle.
+            for record in sorted(records, key=lambda r: r.key):
                 values = record_values(record)
                 await cur.execute(
                     f"""UPDATE batchpod_jobs SET {_ASSIGN}, updated_at = {NOW}
@@ -455,3 +452,33 @@ class FleetWorker:
                     where=self.url.where, reason=self.store.reason(exc), during_run=True
                 ) from None
         return bool(row and row["ok"])
+
+
+async def _list_jobs(store: FleetStore, fleet: FleetRow, jobs: Sequence[tuple[str, str]]) -> None:
+    """Make the manifest's jobs rows of the fleet's epoch: new ones inserted, moved or
+    renamed ones updated, the rest left alone (a worker joining a running fleet locks no row
+    that its peers are writing). Rows are written in key order (see ``commit``)."""
+    async with store.tx() as cur:
+        await cur.execute(
+            "SELECT key, position, name, listed_epoch FROM batchpod_jobs WHERE fleet_id = %s",
+            (fleet.id,),
+        )
+        have = {
+            row["key"]: (row["position"], row["name"], row["listed_epoch"])
+            for row in await cur.fetchall()
+        }
+    wanted = sorted(
+        (key, position, name)
+        for position, (key, name) in enumerate(jobs)
+        if have.get(key) != (position, name, fleet.epoch)
+    )
+    if not wanted:
+        return
+    async with store.tx() as cur:
+        await cur.executemany(
+            f"""INSERT INTO batchpod_jobs (fleet_id, key, position, name, listed_epoch, state,
+                updated_at) VALUES (%s, %s, %s, %s, %s, 'pending', {NOW})
+                ON CONFLICT (fleet_id, key) DO UPDATE SET position = EXCLUDED.position,
+                name = EXCLUDED.name, listed_epoch = EXCLUDED.listed_epoch""",
+            [(fleet.id, key, position, name, fleet.epoch) for key, position, name in wanted],
+        )
