@@ -313,3 +313,48 @@ def test_shell_examples_are_valid_bash(example: str) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     assert (EXAMPLES / example).stat().st_mode & 0o111
+
+
+# -- the fleet on Kubernetes -----------------------------------------------------------------
+
+FLEET = "kubernetes-fleet.yaml"
+
+
+def _fleet_documents() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(_text(FLEET)) if d is not None]
+
+
+def test_kubernetes_fleet_is_a_plain_job_of_identical_workers() -> None:
+    """A plain Job with parallelism N and no completion index: every pod runs the same
+    ``run --state URL`` (no --shard), the URL and the password from a Secret, the key too,
+    and the command line parses with batchpod's own parser."""
+    (cronjob,) = [d for d in _fleet_documents() if d["kind"] == "CronJob"]
+    spec = cronjob["spec"]["jobTemplate"]["spec"]
+    assert spec["parallelism"] >= 2
+    assert "completions" not in spec and "completionMode" not in spec
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["terminationGracePeriodSeconds"] > 30
+    (container,) = pod["containers"]
+    argv = [*container["command"], *container["args"]]
+    assert "--shard" not in argv and "$(JOB_COMPLETION_INDEX)" not in " ".join(argv)
+    state = argv[argv.index("--state") + 1]
+    assert state == "$(BATCHPOD_STATE_URL)"
+    env = {e["name"]: e for e in container["env"]}
+    for name in (KEY_VARIABLE, "BATCHPOD_STATE_URL", "PGPASSWORD"):
+        assert "value" not in env[name] and set(env[name]["valueFrom"]) == {"secretKeyRef"}
+    assert all(d["kind"] != "Secret" for d in _fleet_documents())
+    # The command as the pod runs it, with the Secret's URL in place, parses as batchpod's.
+    from batchpod.cli import build_parser
+
+    expanded = [
+        a.replace(state, "postgresql://batchpod@postgres.db.svc:5432/batchpod") for a in argv
+    ]
+    args = build_parser().parse_args(expanded[1:])
+    assert args.command == "run" and args.state.startswith("postgresql://")
+    shown = re.findall(r"^#\s+(batchpod\s.*)$", _text(FLEET), re.MULTILINE)
+    assert [shlex.split(line)[1] for line in shown] == ["results"]
+    rules = spec["podFailurePolicy"]["rules"]
+    fail = [r for r in rules if r["action"] == "FailJob"]
+    assert fail and set(fail[0]["onExitCodes"]["values"]) == {2, 3, 4}
+    assert redact(_text(FLEET)) == _text(FLEET)
