@@ -105,6 +105,16 @@ def _holds(url: str, pid: int) -> bool:
     return bool(rows[0][0])
 
 
+def _database_text(url: str) -> str:
+    """Every row batchpod wrote to the database, as text."""
+    tables = [
+        row[0]
+        for row in _query(url, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'batchpod%%'")
+    ]
+    assert "batchpod_jobs" in tables
+    return "\n".join(str(row) for table in tables for row in _query(url, f"SELECT * FROM {table}"))
+
+
 def _scan_for_password(folder: Path, *texts: str) -> list[str]:
     """Every file under ``folder`` and every text given that holds the database password."""
     hits = [
@@ -171,7 +181,7 @@ def test_four_workers_two_killed_at_random_moments_pay_once(tmp_path: Path, pg_u
         mine = yaml.safe_load(own.read_text())
         assert mine["run"]["worker"].split(":")[1] == str(proc.pid)
         assert {j["status"] for j in mine["jobs"]} <= {"succeeded"}
-    assert _scan_for_password(tmp_path, out, err) == []
+    assert _scan_for_password(tmp_path, out, err, _database_text(pg_url)) == []
 
 
 def test_four_workers_keep_one_cap_between_them(tmp_path: Path, pg_url: str) -> None:
@@ -299,7 +309,7 @@ def test_the_password_may_come_from_pgpassword_or_pgpass(
         code, out, err = _cli(*args)
         assert code == 0, err
         monkeypatch.delenv("PGPASSWORD")
-        home = tmp_path / "home"
+        home = tmp_path.parent / f"{tmp_path.name}-home"  # outside the folder scanned below
         home.mkdir()
         pgpass = home / ".pgpass"
         pgpass.write_text(f"127.0.0.1:{postgres.port}:{database}:batchpod:{PASSWORD}\n")
@@ -308,7 +318,7 @@ def test_the_password_may_come_from_pgpassword_or_pgpass(
         code, out, err = _cli("status", str(path), "--state", bare)
     assert code == 0, err
     assert "2 completed" in out
-    assert _scan_for_password(tmp_path.joinpath("stems"), out, err) == []
+    assert _scan_for_password(tmp_path, out, err, _database_text(postgres.url(database))) == []
 
 
 class socket_port:

@@ -227,8 +227,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     bar = None
     reporter: Reporter = LogReporter()
     if err.isatty() and not args.quiet and (args.log_format == "text" or args.log_file):
-        # A shard's share of the jobs is known only once their keys are: no total then.
-        bar = BarReporter(len(manifest.jobs) if args.shard is None else None, stream=err)
+        # A shard's share, or a fleet worker's, is not known beforehand: no total then.
+        alone = args.shard is None and not isinstance(args.state, str)
+        bar = BarReporter(len(manifest.jobs) if alone else None, stream=err)
         reporter = TeeReporter(bar, reporter)
         args.people_log.setLevel(logging.WARNING)  # the bar shows the progress
         if not args.log_file:
