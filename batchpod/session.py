@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -33,7 +33,7 @@ from batchpod.client import ApiClient
 from batchpod.config import RunConfig
 from batchpod.errors import ApiError, BatchpodError, ExitCode, OutputError, ResultsWriteError
 from batchpod.estimate import estimate_cents
-from batchpod.fleet import DatabaseUrl, FleetStore, FleetWorker, HashCache, worker_name
+from batchpod.fleet import DatabaseUrl
 from batchpod.flow import with_retries
 from batchpod.identity import content_keys
 from batchpod.journal import JobRecord, Journal, JournalWriter, RunLock
@@ -44,6 +44,9 @@ from batchpod.paths import results_path_for, state_path_for, worker_results_path
 from batchpod.results import Renderer, RunHeader, write_atomic
 from batchpod.runner import Pool, Reporter, Stop, StopReason
 from batchpod.shards import CapShare, Shard, cap_share, shard_share
+
+if TYPE_CHECKING:
+    from batchpod.fleet import FleetWorker
 
 log = logging.getLogger("batchpod")
 
@@ -170,6 +173,9 @@ async def _run_fleet(
     """This process as one worker of the manifest's fleet (``--state postgresql://...``):
     it joins, claims jobs until none is left for it, and signs off; a worker killed instead
     leaves its jobs to be taken over once its lease lapses (``batchpod.fleet``)."""
+    # Here, not at the top: a run on an SQLite state never loads the database driver.
+    from batchpod.fleet import FleetStore, FleetWorker, HashCache, worker_name
+
     assert config.state_url is not None
     url = DatabaseUrl(config.state_url)
     name = worker_name()

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
-from batchpod.census import Census, fleet_results, read_census
 from batchpod.errors import ConfigError, ExitCode, ResultsWriteError
 from batchpod.fleet import DatabaseUrl
 from batchpod.journal import JobState
@@ -23,6 +22,9 @@ from batchpod.paths import default_results_path
 from batchpod.results import Renderer, write_atomic
 
 from ._options import Commands, state
+
+if TYPE_CHECKING:
+    from batchpod.census import Census
 
 
 def add_parsers(commands: Commands) -> None:
@@ -61,6 +63,8 @@ def database_url(args: argparse.Namespace, command: str) -> DatabaseUrl:
 
 
 def _cmd_results(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from batchpod.census import fleet_results, read_census  # loads the database driver
+
     manifest = load_manifest(args.manifest)
     census = anyio.run(read_census, manifest, database_url(args, "results"))
     header, results = fleet_results(census, manifest.path)
@@ -81,6 +85,8 @@ def _cmd_results(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def show_fleet_status(manifest: Manifest, url: DatabaseUrl, *, verbose: bool, out: TextIO) -> int:
     """``batchpod status --state postgresql://...``: the fleet's jobs by state, and each
     worker of its current run."""
+    from batchpod.census import read_census  # loads the database driver
+
     census = anyio.run(read_census, manifest, url)
     title = manifest.path.name
     if census.fleet is None:

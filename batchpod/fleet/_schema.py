@@ -23,6 +23,8 @@ from __future__ import annotations
 from typing import Final
 
 SCHEMA_VERSION: Final = 1
+#: The default lease (``batchpod_workers.lease_s``): how long a silent worker's jobs stay its own.
+DEFAULT_LEASE_S: Final = 60.0
 APPLICATION: Final = "batchpod-fleet"
 
 DDL: Final = """

@@ -44,12 +44,11 @@ from batchpod.budget import Refusal, Refused
 from batchpod.errors import DatabaseUnavailable, LeaseLost
 from batchpod.journal import RECORD_COLUMNS, JobRecord, JobState, record_values
 
+from ._schema import DEFAULT_LEASE_S
 from ._store import NOW, FleetRow, FleetStore, connect, fleet_row, job_row
 
 log = logging.getLogger("batchpod")
 
-#: The default lease: how long a silent worker's jobs stay its own.
-DEFAULT_LEASE_S: Final = 60.0
 #: States whose job AudioPod holds (or may hold) a charge for and that are not done: their
 #: reservations outlive an epoch, as ``JobState.paid_unfinished`` says.
 _PAID_UNFINISHED: Final = tuple(s.value for s in JobState if s.paid_unfinished)
