@@ -532,6 +532,6 @@ class LeaseLost(BatchpodError):
         self.where = where
         self.jobs = jobs
         super().__init__(
-            f"this worker's lease in {where} lapsed and other workers took over {jobs} of its "
-            "jobs; it stopped so as not to work them twice (they carry on there)"
+            f"this worker's lease in {where} lapsed and other workers took its jobs over; "
+            "it stopped so as not to work them twice (they carry on there)"
         )

@@ -31,7 +31,14 @@ from batchpod.budget import BudgetGuard
 from batchpod.charges import PAGE_ROWS, read_charges
 from batchpod.client import ApiClient
 from batchpod.config import RunConfig
-from batchpod.errors import ApiError, BatchpodError, ExitCode, OutputError, ResultsWriteError
+from batchpod.errors import (
+    ApiError,
+    BatchpodError,
+    ExitCode,
+    LeaseLost,
+    OutputError,
+    ResultsWriteError,
+)
 from batchpod.estimate import estimate_cents
 from batchpod.fleet import DatabaseUrl
 from batchpod.flow import with_retries
@@ -226,12 +233,20 @@ async def _run_fleet(
             )
             lease.cancel_scope.cancel()
         exit_code = header.exit_code
+    except (BatchpodError, BaseExceptionGroup) as exc:
+        # Woken after a freeze longer than its lease: its connections may have been ended
+        # and its jobs taken over; that, not what failed on the way, is the one problem.
+        with anyio.CancelScope(shield=True):
+            if await fleet.was_evicted():
+                raise LeaseLost(where=url.where, jobs=0) from exc
+        raise
     finally:
         with anyio.CancelScope(shield=True):
-            try:
-                await fleet.leave(exit_code)
-            except BatchpodError as exc:  # its lease lapses: others take its jobs then
-                log.warning("could not sign off from the fleet: %s", exc)
+            if not fleet.evicted:
+                try:
+                    await fleet.leave(exit_code)
+                except BatchpodError as exc:  # its lease lapses: others take its jobs then
+                    log.warning("could not sign off from the fleet: %s", exc)
             await fleet.close()
     return summary, header
 
@@ -321,6 +336,7 @@ async def _run_locked(
             on_key_switch=_log_key_switch,
             max_connections=config.concurrency or 1,
             max_rps=config.max_rps,
+            submit_guard=fleet.guard if fleet is not None else None,
         ) as client,
         anyio.create_task_group() as signals,
     ):

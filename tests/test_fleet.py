@@ -96,6 +96,16 @@ def _submitting(url: str, pid: int) -> bool:
     return bool(rows[0][0])
 
 
+def _submitted(url: str, pid: int) -> bool:
+    """Whether worker ``pid`` holds a job that AudioPod has accepted."""
+    rows = _query(
+        url,
+        "SELECT count(*) FROM batchpod_jobs WHERE owner LIKE %s AND state = 'submitted'",
+        f"%:{pid}:%",
+    )
+    return bool(rows[0][0])
+
+
 def _holds(url: str, pid: int) -> bool:
     """Whether worker ``pid`` holds a job (it has started working)."""
     try:
@@ -182,6 +192,44 @@ def test_four_workers_two_killed_at_random_moments_pay_once(tmp_path: Path, pg_u
         assert mine["run"]["worker"].split(":")[1] == str(proc.pid)
         assert {j["status"] for j in mine["jobs"]} <= {"succeeded"}
     assert _scan_for_password(tmp_path, out, err, _database_text(pg_url)) == []
+
+
+def test_a_worker_stopped_past_its_lease_stops_when_it_wakes(tmp_path: Path, pg_url: str) -> None:
+    """A worker frozen (SIGSTOP) past its lease while it holds jobs, with more claimed and
+    waiting to be submitted: another worker takes them over and finishes the manifest; the
+    frozen one, woken, sends nothing more and exits 75. Every song was paid for once.
+
+    It is frozen between two submits: one frozen in the midst of writing a request, for
+    longer than its lease, can still complete that request when it wakes (see the README's
+    fleet section)."""
+    path = _manifest(tmp_path, 30, concurrency=6)
+    log = tmp_path / "workers.log"
+    with SandboxThread(SandboxSettings(processing_s=(0.5, 1.0), submit_reply_delay_s=0.2)) as sb:
+        frozen = _worker(sb, path, pg_url, log=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            _holds(pg_url, frozen.pid) and _submitted(pg_url, frozen.pid)
+        ):
+            time.sleep(0.01)
+        while _submitting(pg_url, frozen.pid) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        frozen.send_signal(signal.SIGSTOP)
+        try:
+            assert _submitted(pg_url, frozen.pid), "the worker never came to submit"
+            other = _worker(sb, path, pg_url, log=log)
+            assert other.wait(timeout=60) == 0, log.read_text()[-2000:]
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        assert frozen.wait(timeout=30) == 75, log.read_text()[-2000:]
+        time.sleep(0.5)  # anything the woken worker might still send would land by now
+        stats = sb.stats()
+    assert stats["jobs"]["created"] == 30, stats["submissions"]
+    assert "lease" in log.read_text() and "took its jobs over" in log.read_text()
+    code, _, err = _cli("results", str(path), "--state", pg_url)
+    assert code == 0, err
+    results = yaml.safe_load(path.with_name("jobs.results.yaml").read_text())
+    assert [j["status"] for j in results["jobs"]] == ["succeeded"] * 30
+    assert len({j["remote_id"] for j in results["jobs"]}) == 30
 
 
 def test_four_workers_keep_one_cap_between_them(tmp_path: Path, pg_url: str) -> None:
@@ -334,3 +382,32 @@ class socket_port:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def test_a_submit_guard_that_refuses_stops_the_submit_before_it_is_sent() -> None:
+    """The guard a fleet worker gives its client runs once the submit has its connection:
+    when it refuses (the worker lost its lease), nothing reaches AudioPod; other requests
+    are not guarded."""
+    import anyio
+
+    from batchpod.client import ApiClient
+    from batchpod.errors import LeaseLost
+
+    calls = []
+
+    def refuse() -> None:
+        calls.append(1)
+        raise LeaseLost(where="postgresql://batchpod@127.0.0.1/t", jobs=0)
+
+    async def go(base_url: str, key: str) -> None:
+        async with ApiClient(base_url=base_url, api_key=key, submit_guard=refuse) as api:
+            await api.balance()
+            with pytest.raises(LeaseLost):
+                await api.submit_url("https://cdn.example.com/x.mp3", mode="two", stem=None)
+
+    with SandboxThread(SandboxSettings(processing_s=0.05)) as sb:
+        anyio.run(go, sb.base_url, sb.api_key)
+        stats = sb.stats()
+    assert calls == [1]
+    assert stats["jobs"]["created"] == 0
+    assert "POST /api/v1/stem-extraction/api/extract" not in str(stats["requests"])

@@ -100,6 +100,8 @@ def show_fleet_status(manifest: Manifest, url: DatabaseUrl, *, verbose: bool, ou
             continue
         if worker.finished_at is not None:
             how = f"finished (exit {worker.exit_code})"
+        elif worker.evicted_at is not None:
+            how = "lost its lease; its jobs were taken over"
         elif worker.alive:
             how = f"working, holds {worker.jobs_held}"
         else:

@@ -83,6 +83,7 @@ class ApiClient:
         user_agent: str | None = None,
         clock: Callable[[], float] = time.time,
         max_rps: float | None = None,
+        submit_guard: Callable[[], None] | None = None,
     ) -> None:
         self._transport = Transport(
             base_url=base_url,
@@ -96,6 +97,7 @@ class ApiClient:
             user_agent=user_agent,
             clock=clock,
             max_rps=max_rps,
+            submit_guard=submit_guard,
         )
 
     @property

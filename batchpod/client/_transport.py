@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -68,6 +69,7 @@ class Transport:
         user_agent: str | None,
         clock: Callable[[], float],
         max_rps: float | None,
+        submit_guard: Callable[[], None] | None = None,
     ) -> None:
         self._base = _checked_base_url(base_url)
         self.keys = KeyRing(
@@ -87,6 +89,9 @@ class Transport:
         self._storage: aiohttp.ClientSession | None = None
         self._pacer = Pacer(max_rps) if max_rps is not None else None
         self.counts = RequestCounts()
+        # Called once a submit has its connection, the last moment before its bytes leave:
+        # it raises to keep the submit from being sent (a fleet worker that lost its jobs).
+        self._submit_guard = submit_guard
 
     @property
     def base_url(self) -> str:
@@ -101,7 +106,7 @@ class Transport:
         # The key goes on each request (``_send``), not here: it may change mid-run.
         self._api = aiohttp.ClientSession(
             headers={"User-Agent": self._user_agent, "Accept": "application/json"},
-            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            connector=_GuardedConnector(limit=self._max_connections),
             timeout=aiohttp.ClientTimeout(
                 total=t.total_s, sock_connect=t.connect_s, sock_read=t.read_s
             ),
@@ -215,6 +220,7 @@ class Transport:
             options["timeout"] = client_timeout
         read_s = (client_timeout or session.timeout).sock_read or self.timeouts.read_s
         self.counts.requests += 1
+        guarded = _GUARD.set(self._submit_guard if call.submit else None)
         try:
             async with session.request(
                 call.method, url, data=data, json=json_body, params=params, **options
@@ -226,6 +232,8 @@ class Transport:
                     body = await _read_capped(resp)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise error_for_exception(call, exc, timeouts=self.timeouts, read_s=read_s) from exc
+        finally:
+            _GUARD.reset(guarded)
         if not 200 <= status <= 299:
             if status == 429:
                 self.counts.throttled += 1
@@ -250,6 +258,27 @@ def _opened(session: aiohttp.ClientSession | None) -> aiohttp.ClientSession:
     if session is None:
         raise RuntimeError("use the ApiClient inside 'async with ApiClient(...) as api:'")
     return session
+
+
+#: The guard of the submit being sent by this task, if any (see ``_GuardedConnector``).
+_GUARD: ContextVar[Callable[[], None] | None] = ContextVar("batchpod_submit_guard", default=None)
+
+
+class _GuardedConnector(aiohttp.TCPConnector):
+    """A connector that, once a guarded request has its connection (new or reused, after
+    any wait for one), calls the request's guard: what the guard raises closes that
+    connection and stops the request before any byte of it is sent."""
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
+        connection = await super().connect(req, traces, timeout)
+        guard = _GUARD.get()
+        if guard is not None:
+            try:
+                guard()
+            except BaseException:
+                connection.close()
+                raise
+        return connection
 
 
 async def _read_capped(

@@ -11,10 +11,13 @@ other table is keyed by the fleet.
   refused a job: no worker takes another), and the newest wallet read.
 - ``batchpod_workers``: each worker's last sign of life (``seen_at``, from the database's
   clock) and its lease; a worker whose last sign is older than its lease is gone, and its
-  jobs may be taken over.
+  jobs may be taken over; once one is, the worker is ``evicted_at``: it can renew nothing
+  more, and stops if it wakes up.
 - ``batchpod_jobs``: the job state machine of ``batchpod.journal``, plus who holds the job
   (``owner``), the epoch it was last settled in, and how it ended for the results.
 - ``batchpod_reservations``: the fleet's budget: each job's reserved, held or charged cents.
+- ``batchpod_names``: the song names whose submits are under way, and which worker holds
+  each (like-named songs are submitted one at a time across the database).
 - ``batchpod_file_hashes``: local files' hashes by host and path, size and mtime.
 """
 
@@ -52,6 +55,7 @@ CREATE TABLE IF NOT EXISTS batchpod_workers (
     seen_at DOUBLE PRECISION NOT NULL,
     finished_at DOUBLE PRECISION,
     exit_code INTEGER,
+    evicted_at DOUBLE PRECISION,
     PRIMARY KEY (fleet_id, worker)
 );
 CREATE TABLE IF NOT EXISTS batchpod_jobs (
@@ -89,6 +93,10 @@ CREATE TABLE IF NOT EXISTS batchpod_reservations (
     state TEXT NOT NULL,
     held_at DOUBLE PRECISION,
     PRIMARY KEY (fleet_id, key)
+);
+CREATE TABLE IF NOT EXISTS batchpod_names (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batchpod_file_hashes (
     host TEXT NOT NULL,

@@ -35,6 +35,7 @@ NOW: Final = "extract(epoch FROM clock_timestamp())::float8"
 #: Serialises schema creation between workers starting together (an arbitrary constant).
 _SCHEMA_LOCK: Final = 0x62617463_68706F64 & 0x7FFF_FFFF_FFFF_FFFF
 CONNECT_TIMEOUT_S: Final = 10
+IDLE_IN_TRANSACTION_MS: Final = 5_000
 
 Row = dict[str, Any]
 
@@ -80,6 +81,7 @@ class WorkerRow:
     seen_at: float
     finished_at: float | None
     exit_code: int | None
+    evicted_at: float | None  # when others took its jobs over after its lease lapsed
     alive: bool  # seen within its lease and not finished
     jobs_held: int
     jobs_worked: int
@@ -118,16 +120,20 @@ class FleetStore:
     async def tx(self) -> AsyncIterator[psycopg.AsyncCursor[Row]]:
         """One transaction on this connection, its statements never interleaved with
         another task's."""
-        async with self._lock:
-            try:
-                async with self._db.transaction(), self._db.cursor() as cursor:
-                    yield cursor
-            except psycopg.errors.InsufficientPrivilege as exc:
-                raise FleetStateError(where=self.url.where, reason=self.reason(exc)) from None
-            except psycopg.Error as exc:
-                raise DatabaseUnavailable(
-                    where=self.url.where, reason=self.reason(exc), during_run=True
-                ) from None
+        # Shielded: psycopg closes a connection whose query is cancelled, and a worker being
+        # stopped still has its jobs to give back. Each transaction is a few statements.
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                try:
+                    async with self._db.transaction(), self._db.cursor() as cursor:
+                        yield cursor
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    reason = self.reason(exc)
+                    raise FleetStateError(where=self.url.where, reason=reason) from None
+                except psycopg.Error as exc:
+                    raise DatabaseUnavailable(
+                        where=self.url.where, reason=self.reason(exc), during_run=True
+                    ) from None
 
     def reason(self, exc: BaseException) -> str:
         return self.url.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
@@ -192,7 +198,8 @@ class FleetStore:
             await cur.execute(
                 f"""
                 SELECT w.*,
-                       w.finished_at IS NULL AND w.seen_at > {NOW} - w.lease_s AS alive,
+                       w.finished_at IS NULL AND w.evicted_at IS NULL
+                           AND w.seen_at > {NOW} - w.lease_s AS alive,
                        (SELECT count(*) FROM batchpod_jobs j
                          WHERE j.fleet_id = w.fleet_id AND j.owner = w.worker) AS jobs_held,
                        (SELECT count(*) FROM batchpod_jobs j
@@ -209,13 +216,20 @@ class FleetStore:
 async def connect(url: DatabaseUrl) -> psycopg.AsyncConnection[Row]:
     """A connection to the database (``DatabaseUnavailable`` naming it if there is none)."""
     try:
-        return await psycopg.AsyncConnection.connect(
+        connection = await psycopg.AsyncConnection.connect(
             url.url,
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name="batchpod",
         )
+        # A worker frozen inside a transaction (SIGSTOP, a paused VM) must not hold its row
+        # locks until it wakes: the server ends such a session. A transaction's statements
+        # follow each other within milliseconds, so this never cuts a living one short.
+        await connection.execute(
+            f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}"
+        )
+        return connection
     except psycopg.Error as exc:
         text = str(exc).strip().splitlines()
         raise DatabaseUnavailable(

@@ -20,15 +20,15 @@ that lease, shares the fleet's budget, and serialises like-named submits with th
   every worker reserved, holds and was charged, and refuses past ``max_spend`` or below
   ``keep_balance`` (against the newest wallet read any worker made, less what was reserved
   since it was sent).
-- **Like-named songs.** ``hold`` takes a PostgreSQL advisory lock on the name that
-  reconciliation tells jobs apart by (``reconcile.identity``), on a connection of its own:
-  a killed worker's locks go with its connection.
+- **Like-named songs.** ``hold`` takes a lock on the name that reconciliation tells jobs
+  apart by (``reconcile.identity``): a row of ``batchpod_names``, held under the holder's
+  lease like its jobs, so that a killed or frozen worker's lock passes to the next one
+  once its lease lapses (and the frozen one, evicted, sends nothing when it wakes).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -72,7 +72,6 @@ class FleetWorker:
         lease_s: float,
         retry_failed: bool,
         beats: psycopg.AsyncConnection[Any],
-        locks: psycopg.AsyncConnection[Any],
     ) -> None:
         self.store = store
         self.url = store.url
@@ -83,9 +82,11 @@ class FleetWorker:
         self.lease_s = lease_s
         self.retry_failed = retry_failed
         self.capped = False  # set by the session when a cap is in force
+        # When the last renewal that the database took was sent (anyio's clock), and whether
+        # another worker has taken this one's jobs over (see ``fresh``).
+        self._renewed_at = anyio.current_time()
+        self.evicted = False
         self._beats = beats
-        self._locks = locks
-        self._locks_lock = anyio.Lock()
         self._host = socket.gethostname()
 
     @classmethod
@@ -120,7 +121,8 @@ class FleetWorker:
                 fleet_id = row["id"]
                 await cur.execute(
                     f"""SELECT count(*) AS n FROM batchpod_workers WHERE fleet_id = %s
-                        AND finished_at IS NULL AND seen_at > {NOW} - lease_s""",
+                        AND finished_at IS NULL AND evicted_at IS NULL
+                        AND seen_at > {NOW} - lease_s""",
                     (fleet_id,),
                 )
                 alive = await cur.fetchone()
@@ -150,11 +152,6 @@ class FleetWorker:
                 )
             await _list_jobs(store, fleet, jobs)
             beats = await connect(url)
-            try:
-                locks = await connect(url)
-            except BaseException:
-                await beats.close()
-                raise
         except BaseException:
             await store.close()
             raise
@@ -165,13 +162,11 @@ class FleetWorker:
             lease_s=lease_s,
             retry_failed=retry_failed,
             beats=beats,
-            locks=locks,
         )
 
     async def close(self) -> None:
-        for connection in (self._beats, self._locks):
-            with contextlib.suppress(psycopg.Error):
-                await connection.close()
+        with contextlib.suppress(psycopg.Error):
+            await self._beats.close()
         await self.store.close()
 
     async def leave(self, exit_code: int | None) -> None:
@@ -194,14 +189,20 @@ class FleetWorker:
         """Renew the lease every quarter of it, until cancelled; a renewal that fails is
         tried again (writes are fenced, so a lapse cannot go unnoticed)."""
         warned = False
-        while True:
+        while not self.evicted:
             await anyio.sleep(self.lease_s / 4)
+            sent = anyio.current_time()
             try:
-                await self._beats.execute(
+                cursor = await self._beats.execute(
                     f"UPDATE batchpod_workers SET seen_at = {NOW} "
-                    "WHERE fleet_id = %s AND worker = %s",
+                    "WHERE fleet_id = %s AND worker = %s AND evicted_at IS NULL",
                     (self.fleet_id, self.name),
                 )
+                if cursor.rowcount != 1:
+                    self.evicted = True  # others took its jobs while it was silent
+                    log.warning("this worker's lease lapsed and others took its jobs over")
+                else:
+                    self._renewed_at = sent
                 warned = False
             except psycopg.Error as exc:
                 if not warned:
@@ -209,6 +210,40 @@ class FleetWorker:
                     warned = True
                 with contextlib.suppress(psycopg.Error):
                     self._beats = await connect(self.url)
+
+    async def was_evicted(self) -> bool:
+        """Whether others took this worker's jobs over (asked on a new connection, when
+        this worker's own may have been ended while it was frozen)."""
+        if self.evicted:
+            return True
+        try:
+            connection = await connect(self.url)
+        except DatabaseUnavailable:
+            return False
+        try:
+            cursor = await connection.execute(
+                "SELECT evicted_at FROM batchpod_workers WHERE fleet_id = %s AND worker = %s",
+                (self.fleet_id, self.name),
+            )
+            row = await cursor.fetchone()
+        except psycopg.Error:
+            return False
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
+        self.evicted = bool(row and row["evicted_at"] is not None)
+        return self.evicted
+
+    def fresh(self) -> bool:
+        """Whether this worker surely still holds its jobs: not evicted, and its last renewal
+        sent less than half a lease ago. A submit is sent only then, however long the
+        process may have been stopped (SIGSTOP, a frozen VM) since its intent was recorded."""
+        return not self.evicted and anyio.current_time() - self._renewed_at < self.lease_s / 2
+
+    def guard(self) -> None:
+        """Raise ``LeaseLost`` unless ``fresh``: called as a submit is about to leave."""
+        if not self.fresh():
+            raise LeaseLost(where=self.url.where, jobs=0)
 
     # -- claims ----------------------------------------------------------------------------
 
@@ -222,26 +257,36 @@ class FleetWorker:
 
     async def claim(self) -> JobRecord | None:
         """The next job for this worker, now held by it; None when none is free."""
+        if self.evicted:
+            raise LeaseLost(where=self.url.where, jobs=0)
         async with self.store.tx() as cur:
             await cur.execute(
                 f"""
                 WITH free AS (
-                    SELECT j.key FROM batchpod_jobs j
+                    SELECT j.key, j.owner AS previous FROM batchpod_jobs j
                      WHERE {self._open}
                        AND (j.owner IS NULL OR NOT EXISTS (
                             SELECT 1 FROM batchpod_workers w
                              WHERE w.fleet_id = j.fleet_id AND w.worker = j.owner
-                               AND w.finished_at IS NULL AND w.seen_at > {NOW} - w.lease_s))
+                               AND w.finished_at IS NULL AND w.evicted_at IS NULL
+                               AND w.seen_at > {NOW} - w.lease_s))
                      ORDER BY j.position LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
                 UPDATE batchpod_jobs j SET owner = %(me)s, worked_by = %(me)s
                   FROM free WHERE j.fleet_id = %(fleet)s AND j.key = free.key
-                RETURNING j.*
+                RETURNING j.*, free.previous
                 """,
                 {"fleet": self.fleet_id, "epoch": self.epoch, "me": self.name},
             )
             row = await cur.fetchone()
             if row is None:
                 return None
+            if row["previous"] is not None and row["previous"] != self.name:
+                # Its lease lapsed: should it wake up, it can renew nothing and write nothing.
+                await cur.execute(
+                    f"""UPDATE batchpod_workers SET evicted_at = {NOW}
+                        WHERE fleet_id = %s AND worker = %s AND evicted_at IS NULL""",
+                    (self.fleet_id, row["previous"]),
+                )
             if row["state"] == JobState.PENDING.value:
                 # Reserved by a worker that then died before recording its intent: nothing
                 # was sent, so nothing is held for it.
@@ -252,14 +297,19 @@ class FleetWorker:
         return job_row(row).record
 
     async def waiting(self) -> bool:
-        """Whether jobs are held by workers that have gone quiet: their leases will lapse
-        soon, and this worker should wait to take those jobs over rather than leave."""
+        """Whether this worker should wait for jobs rather than leave, when it could claim
+        none: jobs are held by workers that have gone quiet (their leases will lapse soon),
+        or jobs that nobody living holds are locked by a transaction still open (a claim
+        under way, or a frozen worker's, which the server ends: see ``connect``)."""
         async with self.store.tx() as cur:
             await cur.execute(
-                f"""SELECT EXISTS (SELECT 1 FROM batchpod_jobs j JOIN batchpod_workers w
-                      ON w.fleet_id = j.fleet_id AND w.worker = j.owner
-                     WHERE {self._open} AND j.owner <> %(me)s
-                       AND w.seen_at < {NOW} - w.lease_s / 2) AS quiet""",
+                f"""SELECT EXISTS (SELECT 1 FROM batchpod_jobs j
+                      LEFT JOIN batchpod_workers w
+                        ON w.fleet_id = j.fleet_id AND w.worker = j.owner
+                     WHERE {self._open} AND j.owner IS DISTINCT FROM %(me)s
+                       AND (w.worker IS NULL OR w.seen_at < {NOW} - w.lease_s / 2
+                            OR w.finished_at IS NOT NULL OR w.evicted_at IS NOT NULL)
+                    ) AS quiet""",
                 {"fleet": self.fleet_id, "epoch": self.epoch, "me": self.name},
             )
             row = await cur.fetchone()
@@ -298,7 +348,8 @@ class FleetWorker:
                     f"""UPDATE batchpod_jobs SET {_ASSIGN}, updated_at = {NOW}
                          WHERE fleet_id = %s AND key = %s AND owner = %s AND EXISTS (
                            SELECT 1 FROM batchpod_workers w WHERE w.fleet_id = %s
-                              AND w.worker = %s AND w.seen_at > {NOW} - w.lease_s / 2)""",
+                              AND w.worker = %s AND w.evicted_at IS NULL
+                              AND w.seen_at > {NOW} - w.lease_s / 2)""",
                     (*values[1:], self.fleet_id, record.key, self.name, self.fleet_id, self.name),
                 )
                 if cur.rowcount != 1:
@@ -429,28 +480,50 @@ class FleetWorker:
     @contextlib.asynccontextmanager
     async def hold(self, identity: str) -> AsyncIterator[None]:
         """Hold the database-wide lock on a song name (see the module docstring)."""
-        digest = hashlib.sha256(f"batchpod-source:{identity}".encode()).digest()
-        lock = int.from_bytes(digest[:8], "big", signed=True)
         pause = 0.02
-        while not await self._advisory("SELECT pg_try_advisory_lock(%s) AS ok", lock):
+        while not await self._take_name(identity):
             await anyio.sleep(pause)
             pause = min(pause * 2, 0.5)
         try:
             yield
         finally:
             with anyio.CancelScope(shield=True):
-                await self._advisory("SELECT pg_advisory_unlock(%s) AS ok", lock)
+                async with self.store.tx() as cur:
+                    await cur.execute(
+                        "DELETE FROM batchpod_names WHERE name = %s AND owner = %s",
+                        (identity, self.name),
+                    )
 
-    async def _advisory(self, statement: str, lock: int) -> bool:
-        async with self._locks_lock:
-            try:
-                cursor = await self._locks.execute(statement.encode(), (lock,))
-                row = await cursor.fetchone()
-            except psycopg.Error as exc:
-                raise DatabaseUnavailable(
-                    where=self.url.where, reason=self.store.reason(exc), during_run=True
-                ) from None
-        return bool(row and row["ok"])
+    async def _take_name(self, identity: str) -> bool:
+        """Take the name's lock if it is free or its holder's lease has lapsed (the holder
+        is then evicted, as when its jobs are taken over)."""
+        async with self.store.tx() as cur:
+            await cur.execute(
+                "INSERT INTO batchpod_names (name, owner) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO NOTHING",
+                (identity, self.name),
+            )
+            if cur.rowcount == 1:
+                return True
+            await cur.execute(
+                f"""SELECT n.owner, EXISTS (SELECT 1 FROM batchpod_workers w
+                        WHERE w.worker = n.owner AND w.finished_at IS NULL
+                          AND w.evicted_at IS NULL AND w.seen_at > {NOW} - w.lease_s) AS alive
+                      FROM batchpod_names n WHERE n.name = %s FOR UPDATE""",
+                (identity,),
+            )
+            row = await cur.fetchone()
+            if row is None or row["alive"]:
+                return False
+            await cur.execute(
+                f"UPDATE batchpod_workers SET evicted_at = {NOW} "
+                "WHERE worker = %s AND evicted_at IS NULL",
+                (row["owner"],),
+            )
+            await cur.execute(
+                "UPDATE batchpod_names SET owner = %s WHERE name = %s", (self.name, identity)
+            )
+        return True
 
 
 async def _list_jobs(store: FleetStore, fleet: FleetRow, jobs: Sequence[tuple[str, str]]) -> None:

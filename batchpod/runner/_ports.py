@@ -53,6 +53,9 @@ class Fleet(Protocol):
 
     capped: bool  # a cap is in force (the fleet's reservations decide, not the run's)
 
+    def fresh(self) -> bool:
+        """Whether this worker surely still holds its jobs (a submit is sent only then)."""
+
     async def claim(self) -> JobRecord | None:
         """The next free job, now this worker's; None when none is free."""
 

@@ -28,6 +28,7 @@ from batchpod.errors import (
     ApiError,
     AuthenticationError,
     InsufficientBalance,
+    LeaseLost,
     TransportError,
     outcome_unknown,
 )
@@ -144,6 +145,9 @@ class Submitter:
                     crew.reporter.job_event(job, "submitting")
                 else:
                     crew.reporter.job_event(job, "submitting again", f"attempt {live.attempts}")
+                if crew.fleet is not None and not crew.fleet.fresh():
+                    # Its jobs may be another worker's by now: sending could pay twice.
+                    raise LeaseLost(where="the fleet's state", jobs=1)
                 try:
                     remote = await self._send(job)
                 except (AuthenticationError, InsufficientBalance):
