@@ -33,7 +33,7 @@ def _free_port() -> int:
         return port
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     """CPU seconds of process `pid` and of its children that it has reaped (from /proc)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -144,7 +144,7 @@ class PgServer:
     def cpu_s(self) -> float:
         """CPU seconds the server has used so far: the postmaster and the backends it reaped
         (a backend's time counts once its connection has closed)."""
-        return 0.0 if self._proc is None else _cpu_s(self._proc.pid)
+        return 0.0 if self._proc is None else cpu_s(self._proc.pid)
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

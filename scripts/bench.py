@@ -2,14 +2,16 @@
 
 Each scenario runs batchpod in a fresh interpreter so its time and peak memory are its own.
 Run from the repository root with the project installed (``pip install -e '.[bench]'`` adds
-the official ``audiopod`` SDK, which the default scenario compares against):
+the official ``audiopod`` SDK, which the default scenario compares against, and ``pgserver``,
+whose PostgreSQL the fleet section runs on):
 
     python scripts/bench.py                  # all: the table below, a few minutes
-    python scripts/bench.py --quick          # all, shrunk to under a minute (CI smoke)
+    python scripts/bench.py --quick          # all, shrunk to about a minute (CI smoke)
     python scripts/bench.py validate --jobs 100000 --repeat 3
     python scripts/bench.py run --jobs 500 --concurrency 100 --job-time 1 --repeat 3
     python scripts/bench.py validate --jobs 100000 --json bench.json
     python scripts/bench.py requests --concurrencies 10,100,1000 --job-time 2-10
+    python scripts/bench.py fleet            # SQLite, shards and a PostgreSQL fleet, ~3 min
 
 `requests` counts the API requests per job (stem downloads apart) that a run sends at each
 concurrency, with job times drawn from a range, by endpoint: it shows how the list-page
@@ -18,6 +20,30 @@ polling keeps that figure flat as concurrency grows. Each concurrency runs ``2 x
 
 `run` starts the sandbox in its own process (so the figures are the client's alone) and runs
 `batchpod run` on a generated manifest of four-stem URL jobs, downloads included.
+
+`fleet` runs the same manifest of N URL jobs (default 400; ``--quick`` 120) with
+``--no-download`` against one sandbox whose jobs take T seconds (default 0.1: shorter than
+the first status poll, so that the figures are the coordination's, not the jobs'), with C
+jobs in flight in all (default 20), as real ``batchpod run`` processes started at the same
+moment; a case's wall time runs from the first start to the last exit:
+
+1. SQLite: one process, concurrency C, its state beside the manifest.
+2. PostgreSQL: a fleet of 1, 2 and 4 workers on one database (``--state postgresql://...``,
+   ``--lease 10s``), each with concurrency ``C // workers``, so that as many jobs are in
+   flight as in the SQLite run.
+3. A straggler: four parts, one of them slowed (``--max-rps``, default 12; ``--quick`` 6):
+   fixed SQLite shards (``--shard 0/4`` slowed ... ``3/4``) against a fleet of four workers
+   (worker 0 slowed), each with concurrency ``C // 4``; ``shards/fleet`` is the ratio of
+   their walls, ``slowed_part_jobs`` how many jobs the slowed process worked.
+
+Every case has a fresh manifest folder and database, and must end with every job completed
+(the results files, or ``batchpod results --state URL``, exit 0), else the benchmark stops;
+``nonzero_exits`` counts, over the repeats, processes that exited other than 0 even so (their
+log's tail goes to stderr). PostgreSQL is a real server from the ``pgserver`` wheel
+(``pip install -e '.[bench]'``) on loopback with a password, ``fsync`` off. CPU is the
+parts' own, PostgreSQL's apart; ``cores_busy`` adds both and the sandbox's over the wall
+time. ``all`` runs it after its table (``--no-fleet`` skips it). The cases run in turn,
+``--repeat`` times (default 3; ``--quick`` 1).
 
 `all` (the default) prints one table, a row per measurement:
 
@@ -33,9 +59,10 @@ polling keeps that figure flat as concurrency grows. Each concurrency runs ``2 x
    with T=0 and L=0.
 4. Durability: workload 1 again with the state file beside the manifest on disk, as shipped,
    and with ``--state`` in ``/dev/shm`` (RAM), to show what the SQLite commits cost per job.
+5. Fleet: the ``fleet`` section above, in a table of its own (``--no-fleet`` leaves it out).
 
 API requests exclude stem downloads. ``--quick`` shrinks it all (N=100, C=50, T=1, a
-3,000-job scale manifest) to finish in under a minute.
+3,000-job scale manifest; the fleet's 120 jobs, once) to finish in about a minute.
 
 Figures are medians of ``--repeat`` runs. Machines are noisy: compare figures measured in the
 same run, not across machines.
@@ -46,6 +73,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import io
 import itertools
 import json
 import math
@@ -61,6 +89,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import yaml
+from _fleet_bench import PgServer, cpu_s  # beside this script: a PostgreSQL server
 
 
 def _tiny_wav(index: int) -> bytes:
@@ -546,6 +577,237 @@ def bench_all(
     }
 
 
+# -- fleet: workers sharing a PostgreSQL state, against one machine and fixed shards ---------
+
+_FLEET_FULL = {"jobs": 400, "concurrency": 20, "job_time": 0.1, "slow_rps": 12.0, "repeat": 3}
+_FLEET_QUICK = {"jobs": 120, "concurrency": 20, "job_time": 0.1, "slow_rps": 6.0, "repeat": 1}
+_FLEET_WORKERS = (1, 2, 4)
+_FLEET_PARTS = 4  # the straggler case: shards or workers, one of them slowed
+_LEASE = "10s"
+
+
+class _Part(NamedTuple):
+    """One `batchpod run` process of a case: its extra arguments, and whether it is slowed."""
+
+    args: list[str]
+    slowed: bool = False
+
+
+class _Case(NamedTuple):
+    """One run of a fleet-section case."""
+
+    wall: float  # the first start to the last exit
+    first_exit: float  # the first start to the first exit
+    cpu: float  # every process's CPU seconds, summed
+    db_cpu: float | None  # PostgreSQL's CPU seconds (None: no database)
+    busy: float  # CPU cores kept busy: the parts', PostgreSQL's and the sandbox's CPU over wall
+    requests: int
+    slowed_jobs: int | None  # jobs the slowed part worked
+    nonzero_exits: int  # processes that exited other than 0 (every job completed even so)
+
+
+def _run_parts(
+    sandbox: _Sandbox, path: Path, parts: list[_Part], log: Path
+) -> tuple[float, float, float, list[int], list[int]]:
+    """Start one `batchpod run` per part at the same moment; wait for all to exit.
+
+    Returns wall s (first start to last exit), s to the first exit, CPU s of all parts, their
+    exit codes and pids.
+    """
+    env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
+    base = [sys.executable, "-m", "batchpod", "run", str(path), "--quiet", "--no-download"]
+    base += ["--base-url", sandbox.base_url]
+    procs: list[subprocess.Popen[bytes]] = []
+    codes: dict[int, int] = {}
+    exits: list[float] = []
+    cpu = 0.0
+    with log.open("ab") as out:
+        start = time.perf_counter()
+        try:
+            procs.extend(
+                subprocess.Popen(
+                    [*base, *part.args], env=env, stdout=out, stderr=out, cwd=path.parent
+                )
+                for part in parts
+            )
+            while len(codes) < len(procs):
+                for proc in procs:
+                    if proc.pid in codes:
+                        continue
+                    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                    if pid:
+                        exits.append(time.perf_counter() - start)
+                        proc.returncode = codes[pid] = os.waitstatus_to_exitcode(status)
+                        cpu += usage.ru_utime + usage.ru_stime
+                time.sleep(0.005)
+        finally:
+            for proc in procs:
+                if proc.pid not in codes:
+                    proc.kill()
+                    proc.wait()
+    return max(exits), min(exits), cpu, [codes[p.pid] for p in procs], [p.pid for p in procs]
+
+
+def _statuses(results: Path) -> list[str]:
+    """The status of every job a results file lists."""
+    data = yaml.safe_load(results.read_text(encoding="utf-8"))
+    return [job["status"] for job in data["jobs"]]
+
+
+def _fleet_case(
+    sandbox: _Sandbox,
+    pg: PgServer,
+    jobs: int,
+    concurrency: int,
+    parts: list[_Part],
+    *,
+    fleet: bool,
+) -> _Case:
+    """One run of a case in a fresh folder (and with `fleet`, a fresh database); every job
+    must have completed, as the results say."""
+    with tempfile.TemporaryDirectory(prefix="batchpod-bench-fleet-") as tmp:
+        path = _url_manifest(Path(tmp), concurrency, _url_jobs(jobs))
+        database = pg.database() if fleet else None
+        url = pg.url(database) if database else None
+        if url is not None:
+            lease = ["--state", url, "--lease", _LEASE]
+            parts = [_Part([*lease, *p.args], p.slowed) for p in parts]
+        log = Path(tmp) / "workers.log"
+        sandbox.reset()
+        db_cpu, sandbox_cpu = pg.cpu_s(), cpu_s(sandbox.proc.pid)
+        wall, first, cpu, codes, pids = _run_parts(sandbox, path, parts, log)
+        sandbox_cpu = cpu_s(sandbox.proc.pid) - sandbox_cpu
+        if fleet:
+            time.sleep(0.2)  # PostgreSQL reaps the closed connections' backends
+        db_cpu = pg.cpu_s() - db_cpu
+        busy = (cpu + db_cpu + sandbox_cpu) / wall
+        requests = _api_requests(sandbox.stats())
+        if any(codes):
+            # Counted and shown, not fatal: what must hold is that every job completed (below).
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            print(f"warning: batchpod run exited {codes}:\n{tail}", file=sys.stderr)
+        slowed = [i for i, p in enumerate(parts) if p.slowed]
+        if url is not None:
+            from batchpod.cli import main as batchpod_main  # `batchpod results`, in-process
+
+            out, err = io.StringIO(), io.StringIO()
+            code = batchpod_main(["results", str(path), "--state", url], stdout=out, stderr=err)
+            if code != 0:
+                raise SystemExit(f"batchpod results exited {code}: {err.getvalue()}")
+            statuses = _statuses(path.with_name("jobs.results.yaml"))
+            own = [
+                f
+                for i in slowed
+                for f in path.parent.glob(f"jobs.worker-*-{pids[i]}-*.results.yaml")
+            ]
+        else:
+            files = sorted(path.parent.glob("jobs*.results.yaml"))
+            statuses = [s for f in files for s in _statuses(f)]
+            own = [path.with_name(f"jobs.shard-{i}-of-{len(parts)}.results.yaml") for i in slowed]
+        if statuses != ["completed"] * jobs:
+            counts = {s: statuses.count(s) for s in set(statuses)}
+            raise SystemExit(f"not every job completed: {len(statuses)} listed, {counts}")
+        slowed_jobs = sum(len(_statuses(f)) for f in own) if slowed else None
+        if database is not None:
+            pg.drop(database)
+    nonzero = sum(code != 0 for code in codes)
+    return _Case(wall, first, cpu, db_cpu if fleet else None, busy, requests, slowed_jobs, nonzero)
+
+
+def _case_median(runs: list[_Case]) -> _Case:
+    """The field-by-field median of repeated runs; non-zero exits are summed over them."""
+    fields = [[getattr(r, f) for r in runs] for f in _Case._fields]
+    median = _Case(*(None if v[0] is None else statistics.median(v) for v in fields))
+    return median._replace(nonzero_exits=sum(r.nonzero_exits for r in runs))
+
+
+def bench_fleet(
+    *, jobs: int, concurrency: int, job_time: float, slow_rps: float, repeat: int
+) -> dict[str, object]:
+    """One SQLite run against fleets of 1, 2 and 4 workers, and a straggler: fixed shards
+    against a fleet, one part slowed (see the module docstring)."""
+    parts = _FLEET_PARTS
+    if concurrency < max(*_FLEET_WORKERS, parts):
+        raise SystemExit(f"fleet: --concurrency must be at least {max(*_FLEET_WORKERS, parts)}")
+    slow = ["--max-rps", f"{slow_rps:g}"]
+    cases: list[tuple[str, bool, list[_Part]]] = [
+        ("sqlite, 1 process", False, [_Part(["--concurrency", str(concurrency)])])
+    ]
+    for workers in _FLEET_WORKERS:
+        each = ["--concurrency", str(concurrency // workers)]
+        name = f"postgresql, {workers} worker{'s' if workers > 1 else ''}"
+        cases.append((name, True, [_Part(each)] * workers))
+    each = ["--concurrency", str(concurrency // parts)]
+    shards = [
+        _Part([*each, "--shard", f"{i}/{parts}", *(slow if i == 0 else [])], i == 0)
+        for i in range(parts)
+    ]
+    fleet_parts = [_Part([*each, *(slow if i == 0 else [])], i == 0) for i in range(parts)]
+    cases.append((f"sqlite, {parts} shards, 1 slowed", False, shards))
+    cases.append((f"postgresql, {parts} workers, 1 slowed", True, fleet_parts))
+
+    runs: dict[str, list[_Case]] = {name: [] for name, _, _ in cases}
+    sandbox = _Sandbox("--processing-time", f"{job_time:g}", "--balance", "1000000")
+    pg = PgServer()
+    try:
+        pg.start()
+        for _ in range(repeat):  # case after case, repeat after repeat: noise hits all alike
+            for name, fleet, case_parts in cases:
+                runs[name].append(
+                    _fleet_case(sandbox, pg, jobs, concurrency, case_parts, fleet=fleet)
+                )
+    finally:
+        sandbox.close()
+        pg.stop()
+
+    rows: list[dict[str, object]] = []
+    medians: dict[str, _Case] = {}
+    for name, _, case_parts in cases:
+        m = medians[name] = _case_median(runs[name])
+        per_part = concurrency // len(case_parts) if len(case_parts) > 1 else concurrency
+        rows.append(
+            {
+                "measurement": name,
+                "processes": len(case_parts),
+                "concurrency_each": per_part,
+                "in_flight": per_part * len(case_parts),
+                "wall_s": round(m.wall, 2),
+                "first_exit_s": round(m.first_exit, 2),
+                "jobs_per_s": round(jobs / m.wall, 1),
+                "api_requests_per_job": round(m.requests / jobs, 2),
+                "slowed_part_jobs": m.slowed_jobs,
+                "cpu_ms_per_job": round(1000 * m.cpu / jobs, 1),
+                "db_cpu_ms_per_job": None if m.db_cpu is None else round(1000 * m.db_cpu / jobs, 1),
+                "cores_busy": round(m.busy, 2),
+                "nonzero_exits": m.nonzero_exits,
+            }
+        )
+    sqlite, shards_slow, fleet_slow = (medians[cases[i][0]] for i in (0, -2, -1))
+    summary = {
+        "fleet_wall_over_sqlite": {
+            str(w): round(medians[cases[1 + i][0]].wall / sqlite.wall, 2)
+            for i, w in enumerate(_FLEET_WORKERS)
+        },
+        "straggler_shards_wall_s": round(shards_slow.wall, 2),
+        "straggler_fleet_wall_s": round(fleet_slow.wall, 2),
+        "straggler_shards_over_fleet": round(shards_slow.wall / fleet_slow.wall, 2),
+    }
+    return {
+        "scenario": "fleet",
+        "jobs": jobs,
+        "concurrency": concurrency,
+        "job_time_s": job_time,
+        "downloads": False,
+        "slowed_max_rps": slow_rps,
+        "lease": _LEASE,
+        "repeat": repeat,
+        "cpus": os.cpu_count(),
+        "in_flight": f"{concurrency} in every case: each of P processes runs {concurrency} // P",
+        "rows": rows,
+        "summary": summary,
+    }
+
+
 def _print_table(rows: list[dict[str, object]]) -> None:
     keys = list(rows[0])
     cells = [["-" if r[k] is None else str(r[k]) for k in keys] for r in rows]
@@ -560,22 +822,67 @@ def _print_table(rows: list[dict[str, object]]) -> None:
         )
 
 
+def _print_result(result: dict[str, Any]) -> None:
+    """A scenario's figures: its settings, then its table and summary lines."""
+    for key, value in result.items():
+        if key in {"rows", "summary", "fleet"}:
+            continue
+        print(f"{key:>14}  {value}")
+    if "rows" in result:
+        _print_table(result["rows"])
+    summary: dict[str, Any] = result.get("summary") or {}
+    if "sdk_wall_s" in summary:
+        print(
+            f"SDK vs batchpod, same workload: wall {summary['sdk_wall_s']} s vs "
+            f"{summary['batchpod_wall_s']} s ({summary['sdk_over_batchpod_wall']}x), "
+            f"API requests per job {summary['sdk_api_requests_per_job']} vs "
+            f"{summary['batchpod_api_requests_per_job']}"
+        )
+    if "durability_wall_ms_per_job" in summary:
+        print(
+            f"State on {summary['state_on_disk_fs']} vs /dev/shm, per job: "
+            f"{summary['durability_wall_ms_per_job']:+} ms wall, "
+            f"{summary['durability_cpu_ms_per_job']:+} ms CPU"
+        )
+    if "straggler_shards_over_fleet" in summary:
+        ratios = ", ".join(
+            f"{w} worker{'s' if w != '1' else ''} {r}x"
+            for w, r in summary["fleet_wall_over_sqlite"].items()
+        )
+        print(
+            f"Fleet wall over one SQLite process, same {result['concurrency']} in flight: {ratios}"
+        )
+        print(
+            f"Straggler (one of {_FLEET_PARTS} at --max-rps {result['slowed_max_rps']:g}): "
+            f"shards {summary['straggler_shards_wall_s']} s vs fleet "
+            f"{summary['straggler_fleet_wall_s']} s, "
+            f"shards/fleet {summary['straggler_shards_over_fleet']}x"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "scenario",
         nargs="?",
         default="all",
-        choices=["all", "validate", "run", "requests"],
-        help="what to measure (default: all: against the ideal and the SDK, scale, durability)",
+        choices=["all", "validate", "run", "requests", "fleet"],
+        help="what to measure (default: all: against the ideal and the SDK, scale, durability, "
+        "fleet)",
     )
     parser.add_argument(
-        "--jobs", type=int, help="jobs (default: all 1000, validate 100000, run 500)"
+        "--jobs",
+        type=int,
+        help="jobs (default: all 1000, validate 100000, run 500, fleet 400; quick: fleet 120)",
     )
-    parser.add_argument("--concurrency", type=int, help="all, run: jobs in flight (default: 100)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="all, run, fleet: jobs in flight (default: 100; fleet: 20, in all processes)",
+    )
     parser.add_argument(
         "--job-time",
-        help="sandbox job seconds, or MIN-MAX (default: 1; all: 2; requests: 2-10)",
+        help="sandbox job seconds, or MIN-MAX (default: 1; all: 2; requests: 2-10; fleet: 0.25)",
     )
     parser.add_argument(
         "--latency", type=float, help="all: sandbox API latency in seconds (default: 0.02)"
@@ -586,10 +893,22 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="all: N=100, C=50, T=1 s and a 3,000-job scale manifest, in under a minute",
+        help="all: N=100, C=50, T=1 s and a 3,000-job scale manifest, in about a minute; "
+        "fleet: N=120, one run of each case",
     )
     parser.add_argument(
         "--no-sdk", action="store_true", help="all: leave out the audiopod SDK comparison"
+    )
+    parser.add_argument(
+        "--no-fleet",
+        action="store_true",
+        help="all: leave out the fleet section (it needs PostgreSQL from the pgserver wheel)",
+    )
+    parser.add_argument(
+        "--slow-rps",
+        type=float,
+        help="fleet: the --max-rps of the slowed process in the straggler case "
+        "(default: 12; quick: 6)",
     )
     parser.add_argument(
         "--disk-dir",
@@ -603,10 +922,18 @@ def main() -> int:
     )
     parser.add_argument("--no-download", action="store_true", help="run: skip the stems")
     parser.add_argument(
-        "--repeat", type=int, help="runs; the median is reported (default: 3; all: 1)"
+        "--repeat",
+        type=int,
+        help="runs; the median is reported (default: 3; all: 1, but fleet 3; quick: 1)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    fleet = args.scenario == "fleet" or (args.scenario == "all" and not args.no_fleet)
+    if fleet and importlib.util.find_spec("pgserver") is None:
+        parser.error(
+            "the fleet section needs PostgreSQL from the pgserver wheel: pip install -e "
+            "'.[bench]'" + (" (or pass --no-fleet)" if args.scenario == "all" else "")
+        )
     started = time.time()
     if args.scenario == "all":
         preset = _QUICK if args.quick else _FULL
@@ -631,6 +958,29 @@ def main() -> int:
             disk_dir=args.disk_dir,
         )
         result["quick"] = args.quick
+        if not args.no_fleet:
+            preset = _FLEET_QUICK if args.quick else _FLEET_FULL
+            result["fleet"] = bench_fleet(
+                jobs=int(preset["jobs"]),
+                concurrency=int(preset["concurrency"]),
+                job_time=preset["job_time"],
+                slow_rps=preset["slow_rps"] if args.slow_rps is None else args.slow_rps,
+                repeat=args.repeat or int(preset["repeat"]),
+            )
+    elif args.scenario == "fleet":
+        preset = _FLEET_QUICK if args.quick else _FLEET_FULL
+        try:
+            job_time = float(args.job_time) if args.job_time else preset["job_time"]
+        except ValueError:
+            parser.error("fleet: --job-time takes one number of seconds")
+        result = bench_fleet(
+            jobs=args.jobs or int(preset["jobs"]),
+            concurrency=args.concurrency or int(preset["concurrency"]),
+            job_time=job_time,
+            slow_rps=preset["slow_rps"] if args.slow_rps is None else args.slow_rps,
+            repeat=args.repeat or int(preset["repeat"]),
+        )
+        result["quick"] = args.quick
     elif args.scenario == "validate":
         result = bench_validate(args.jobs or 100_000, args.repeat or 3)
     elif args.scenario == "requests":
@@ -647,26 +997,10 @@ def main() -> int:
         )
     result["python"] = sys.version.split()[0]
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
-    for key, value in result.items():
-        if key in {"rows", "summary"}:
-            continue
-        print(f"{key:>14}  {value}")
-    if "rows" in result:
-        _print_table(result["rows"])  # type: ignore[arg-type]
-    summary: dict[str, Any] = result.get("summary") or {}  # type: ignore[assignment]
-    if "sdk_wall_s" in summary:
-        print(
-            f"SDK vs batchpod, same workload: wall {summary['sdk_wall_s']} s vs "
-            f"{summary['batchpod_wall_s']} s ({summary['sdk_over_batchpod_wall']}x), "
-            f"API requests per job {summary['sdk_api_requests_per_job']} vs "
-            f"{summary['batchpod_api_requests_per_job']}"
-        )
-    if "durability_wall_ms_per_job" in summary:
-        print(
-            f"State on {summary['state_on_disk_fs']} vs /dev/shm, per job: "
-            f"{summary['durability_wall_ms_per_job']:+} ms wall, "
-            f"{summary['durability_cpu_ms_per_job']:+} ms CPU"
-        )
+    _print_result(result)
+    if "fleet" in result:
+        print()
+        _print_result(result["fleet"])  # type: ignore[arg-type]
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -255,11 +255,20 @@ class FleetWorker:
                    AND j.settled_epoch IS DISTINCT FROM %(epoch)s
                    AND j.state <> 'downloaded' {failed}"""
 
-    async def claim(self) -> JobRecord | None:
-        """The next job for this worker, now held by it; None when none is free."""
+    async def claim(self, limit: int = 1) -> tuple[list[JobRecord], tuple[str, str] | None]:
+        """Up to ``limit`` next jobs for this worker, in manifest order, now held by it (none
+        when none is free); or, if a worker stopped the fleet in this epoch, no job and that
+        stop (its reason and message). One transaction either way."""
         if self.evicted:
             raise LeaseLost(where=self.url.where, jobs=0)
         async with self.store.tx() as cur:
+            await cur.execute(
+                "SELECT stop_reason, stop_message, epoch FROM batchpod_fleets WHERE id = %s",
+                (self.fleet_id,),
+            )
+            fleet = await cur.fetchone()
+            if fleet and fleet["stop_reason"] is not None and fleet["epoch"] == self.epoch:
+                return [], (fleet["stop_reason"], fleet["stop_message"] or fleet["stop_reason"])
             await cur.execute(
                 f"""
                 WITH free AS (
@@ -270,31 +279,32 @@ class FleetWorker:
                              WHERE w.fleet_id = j.fleet_id AND w.worker = j.owner
                                AND w.finished_at IS NULL AND w.evicted_at IS NULL
                                AND w.seen_at > {NOW} - w.lease_s))
-                     ORDER BY j.position LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
+                     ORDER BY j.position LIMIT %(limit)s FOR UPDATE OF j SKIP LOCKED)
                 UPDATE batchpod_jobs j SET owner = %(me)s, worked_by = %(me)s
                   FROM free WHERE j.fleet_id = %(fleet)s AND j.key = free.key
                 RETURNING j.*, free.previous
                 """,
-                {"fleet": self.fleet_id, "epoch": self.epoch, "me": self.name},
+                {"fleet": self.fleet_id, "epoch": self.epoch, "me": self.name, "limit": limit},
             )
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            if row["previous"] is not None and row["previous"] != self.name:
-                # Its lease lapsed: should it wake up, it can renew nothing and write nothing.
+            rows = await cur.fetchall()
+            previous = {r["previous"] for r in rows} - {None, self.name}
+            if previous:
+                # Their leases lapsed: should they wake up, they can renew and write nothing.
                 await cur.execute(
                     f"""UPDATE batchpod_workers SET evicted_at = {NOW}
-                        WHERE fleet_id = %s AND worker = %s AND evicted_at IS NULL""",
-                    (self.fleet_id, row["previous"]),
+                        WHERE fleet_id = %s AND worker = ANY(%s) AND evicted_at IS NULL""",
+                    (self.fleet_id, sorted(previous)),
                 )
-            if row["state"] == JobState.PENDING.value:
+            unsent = sorted(r["key"] for r in rows if r["state"] == JobState.PENDING.value)
+            if unsent:
                 # Reserved by a worker that then died before recording its intent: nothing
-                # was sent, so nothing is held for it.
+                # was sent, so nothing is held for them.
                 await cur.execute(
-                    "DELETE FROM batchpod_reservations WHERE fleet_id = %s AND key = %s",
-                    (self.fleet_id, row["key"]),
+                    "DELETE FROM batchpod_reservations WHERE fleet_id = %s AND key = ANY(%s)",
+                    (self.fleet_id, unsent),
                 )
-        return job_row(row).record
+        claimed = sorted((job_row(row) for row in rows), key=lambda r: r.position)
+        return [r.record for r in claimed], None
 
     async def waiting(self) -> bool:
         """Whether this worker should wait for jobs rather than leave, when it could claim
@@ -314,18 +324,6 @@ class FleetWorker:
             )
             row = await cur.fetchone()
         return bool(row and row["quiet"])
-
-    async def stopped(self) -> tuple[str, str] | None:
-        """The fleet's stop in this epoch (its reason and message), if a worker set one."""
-        async with self.store.tx() as cur:
-            await cur.execute(
-                "SELECT stop_reason, stop_message, epoch FROM batchpod_fleets WHERE id = %s",
-                (self.fleet_id,),
-            )
-            row = await cur.fetchone()
-        if row is None or row["stop_reason"] is None or row["epoch"] != self.epoch:
-            return None
-        return row["stop_reason"], row["stop_message"] or row["stop_reason"]
 
     async def halt(self, reason: str, message: str) -> None:
         """Stop the fleet: no worker takes another job this epoch (the budget refused one)."""

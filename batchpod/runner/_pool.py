@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import anyio
@@ -205,9 +205,12 @@ class Pool:
                 await send.send(index)
 
     async def _claim(self, send: ObjectSendStream[int], fleet: Fleet) -> None:
-        """Claim jobs from the fleet one at a time as workers take them, until none is
-        left that this worker could take: none free, none held by a worker gone quiet."""
+        """Claim jobs from the fleet as workers take them, as many at a time as there are
+        workers free, until none is left that this worker could take: none free, none held
+        by a worker gone quiet. Claimed jobs not yet started are the worker's until it
+        leaves (then anyone's)."""
         crew = self.crew
+        claimed: deque[JobRecord] = deque()
         async with send:
             while True:
                 if crew.stop is not None:
@@ -215,18 +218,21 @@ class Pool:
                         with anyio.CancelScope(shield=True):
                             await fleet.halt(crew.stop.reason.value, crew.stop.message)
                     return
-                stopped = await fleet.stopped()
-                if stopped is not None:
-                    reason, message = stopped
-                    stop = Stop(reason=StopReason(reason), message=message)
-                    self.halt(stop, cancel_in_flight=False)
-                    return
-                record = await fleet.claim()
-                if record is None:
-                    if self.in_flight or await fleet.waiting():
-                        await anyio.sleep(FLEET_IDLE_S)  # a worker may die and leave jobs
-                        continue
-                    return
+                if not claimed:
+                    free = max(crew.concurrency - self.in_flight, 1)
+                    records, stopped = await fleet.claim(free)
+                    if stopped is not None:
+                        reason, message = stopped
+                        stop = Stop(reason=StopReason(reason), message=message)
+                        self.halt(stop, cancel_in_flight=False)
+                        return
+                    if not records:
+                        if self.in_flight or await fleet.waiting():
+                            await anyio.sleep(FLEET_IDLE_S)  # a worker may die and leave jobs
+                            continue
+                        return
+                    claimed.extend(records)
+                record = claimed.popleft()
                 index = self._index_of.get(record.key)
                 if index is None:
                     continue  # not in this worker's manifest (it changed): left to others

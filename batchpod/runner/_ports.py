@@ -56,14 +56,12 @@ class Fleet(Protocol):
     def fresh(self) -> bool:
         """Whether this worker surely still holds its jobs (a submit is sent only then)."""
 
-    async def claim(self) -> JobRecord | None:
-        """The next free job, now this worker's; None when none is free."""
+    async def claim(self, limit: int = 1) -> tuple[list[JobRecord], tuple[str, str] | None]:
+        """Up to ``limit`` free jobs, now this worker's, in manifest order; or none and the
+        fleet-wide stop (reason, message) that another worker set."""
 
     async def waiting(self) -> bool:
         """Whether quiet workers hold jobs that will soon be free to take over."""
-
-    async def stopped(self) -> tuple[str, str] | None:
-        """The fleet-wide stop (reason, message) another worker set, if any."""
 
     async def halt(self, reason: str, message: str) -> None:
         """Stop the whole fleet: nobody takes another job."""
