@@ -94,12 +94,18 @@ class Crew:
         """Whether a cap is in force, this run's or its fleet's."""
         return self.budget.capped or (self.fleet is not None and self.fleet.capped)
 
-    # The budget: this run's guard, and with a fleet, the fleet's reservations as well.
+    @property
+    def _shared_budget(self) -> Fleet | None:
+        """The fleet, if its reservations are kept: only under a cap, which every worker
+        of a fleet is given alike (three transactions a job saved otherwise)."""
+        return self.fleet if self.fleet is not None and self.fleet.capped else None
+
+    # The budget: this run's guard, and with a fleet under a cap, the fleet's reservations.
     async def reserve(self, live: LiveJob) -> Refused | None:
         """Reserve the job's estimate; why not, if a cap refuses it."""
         refused = self.budget.reserve(live.index, live.estimate_cents)
-        if refused is None and self.fleet is not None:
-            refused = await self.fleet.reserve(
+        if refused is None and (fleet := self._shared_budget) is not None:
+            refused = await fleet.reserve(
                 live.key,
                 live.estimate_cents,
                 max_spend_cents=self.config.max_spend_cents,
@@ -111,18 +117,18 @@ class Crew:
 
     async def submitted(self, live: LiveJob) -> None:
         self.budget.submitted(live.index)
-        if self.fleet is not None:
-            await self.fleet.submitted(live.key)
+        if (fleet := self._shared_budget) is not None:
+            await fleet.submitted(live.key)
 
     async def charged(self, live: LiveJob, cents: int) -> None:
         self.budget.settle(live.index, cents)
-        if self.fleet is not None:
-            await self.fleet.charged(live.key, cents)
+        if (fleet := self._shared_budget) is not None:
+            await fleet.charged(live.key, cents)
 
     async def release(self, live: LiveJob) -> None:
         self.budget.release(live.index)
-        if self.fleet is not None:
-            await self.fleet.release(live.key)
+        if (fleet := self._shared_budget) is not None:
+            await fleet.release(live.key)
 
     async def claimed_ids(self) -> set[str]:
         """AudioPod ids that some job holds, this run's and (with a fleet) every worker's."""
