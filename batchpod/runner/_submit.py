@@ -133,8 +133,11 @@ class Submitter:
             # job this run creates for a like-named song must not look like an unknown
             # submit's job.
             async with self.locks.hold(job):
-                if crew.stop is not None:
-                    raise _Stopped  # a stop came while this job waited or backed off
+                if crew.stop is not None and crew.stop.reason is not StopReason.BUDGET:
+                    # A stop came while this job waited or backed off. The budget's stop
+                    # only refuses jobs not yet reserved: this one fits under the cap, and a
+                    # fleet's jobs wait for their name locks after reserving.
+                    raise _Stopped
                 if not live.sent_this_run:
                     live.sent_this_run = True
                     crew.worked += 1
