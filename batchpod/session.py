@@ -201,6 +201,10 @@ async def _run_fleet(
     firsts: dict[str, str] = {}
     for key, job in zip(keys, manifest.jobs, strict=True):
         firsts.setdefault(key, job.name)
+    estimates: dict[str, int] = {}
+    if config.max_spend_cents is not None or config.keep_balance_cents is not None:
+        # What jobs left in flight by an earlier run may cost counts against this run's cap.
+        estimates = await anyio.to_thread.run_sync(_estimates, manifest, keys, config)
     assert header.manifest_sha256 is not None
     fleet = await FleetWorker.join(
         store,
@@ -211,6 +215,9 @@ async def _run_fleet(
         jobs=list(firsts.items()),
         lease_s=config.lease_s,
         retry_failed=config.retry_failed,
+        max_spend_cents=config.max_spend_cents,
+        keep_balance_cents=config.keep_balance_cents,
+        estimates=estimates,
     )
     header = replace(header, worker=name, state=url.where)
     _log_started(manifest, config, results_path, state=url.where, worker=name)
@@ -249,6 +256,19 @@ async def _run_fleet(
                     log.warning("could not sign off from the fleet: %s", exc)
             await fleet.close()
     return summary, header
+
+
+def _estimates(manifest: Manifest, keys: Sequence[str], config: RunConfig) -> dict[str, int]:
+    """Each job's worst-case cost by key (blocking: a local file's length is read from its
+    header)."""
+    return {
+        key: estimate_cents(
+            job,
+            cents_per_minute=config.cents_per_minute,
+            assumed_duration_s=config.assumed_duration_s,
+        )
+        for key, job in zip(keys, manifest.jobs, strict=True)
+    }
 
 
 def _log_started(

@@ -43,6 +43,22 @@ def cpu_s(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def _open_to_all(bin_dir: Path) -> None:
+    """Let the server's own user run the wheel's binaries, as pgserver itself does: every
+    folder above them traversable, every file readable, the programs executable (a fresh
+    install may leave them without an execute bit, and a venv in a 0700 temporary folder)."""
+    for folder in bin_dir.parents:
+        folder.chmod(folder.stat().st_mode | 0o055)
+        if folder == folder.parent:
+            break
+    for path in (bin_dir.parent, *bin_dir.parent.rglob("*")):
+        mode = path.stat().st_mode
+        if path.is_dir() or path.parent == bin_dir:
+            path.chmod(mode | 0o555)
+        else:
+            path.chmod(mode | 0o444)
+
+
 class PgServer:
     """One PostgreSQL server on loopback; ``database()`` makes a fresh, empty database."""
 
@@ -72,9 +88,7 @@ class PgServer:
             except KeyError:
                 subprocess.run(["useradd", "-s", "/bin/sh", "pgserver"], check=True)
                 entry = pwd.getpwnam("pgserver")
-            for path in (self.bin.parent, *self.bin.parent.rglob("*")):
-                mode = path.stat().st_mode
-                path.chmod(mode | (0o555 if path.is_dir() or mode & 0o100 else 0o444))
+            _open_to_all(self.bin)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
             run_as = {"user": "pgserver"}

@@ -411,3 +411,79 @@ def test_a_submit_guard_that_refuses_stops_the_submit_before_it_is_sent() -> Non
     assert calls == [1]
     assert stats["jobs"]["created"] == 0
     assert "POST /api/v1/stem-extraction/api/extract" not in str(stats["requests"])
+
+
+def test_a_peer_takes_over_a_killed_workers_jobs_before_it_leaves(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two workers; one is killed while it holds submitted jobs and is not started again:
+    the other does not leave when its own work is done, but waits for the lease to lapse,
+    takes the dead one's jobs over (following them by their AudioPod ids), and finishes the
+    manifest: every song created once."""
+    path = _manifest(tmp_path, 12, concurrency=4)
+    log = tmp_path / "workers.log"
+    with SandboxThread(SandboxSettings(processing_s=(1.0, 1.5))) as sb:
+        doomed = _worker(sb, path, pg_url, log=log)
+        deadline = time.monotonic() + 20
+        while not _submitted(pg_url, doomed.pid) if _holds(pg_url, doomed.pid) else True:
+            if time.monotonic() > deadline:
+                pytest.fail("the first worker never submitted")
+            time.sleep(0.02)
+        survivor = _worker(sb, path, pg_url, log=log)
+        time.sleep(0.3)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        assert survivor.wait(timeout=60) == 0, log.read_text()[-2000:]
+        stats = sb.stats()
+    assert stats["jobs"]["created"] == 12, stats["submissions"]
+    code, _, err = _cli("results", str(path), "--state", pg_url)
+    assert code == 0, err
+    results = yaml.safe_load(path.with_name("jobs.results.yaml").read_text())
+    assert [j["status"] for j in results["jobs"]] == ["succeeded"] * 12
+
+
+def test_a_capped_run_counts_what_an_uncapped_one_left_in_flight(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """An uncapped fleet is killed with 10 jobs in flight (10 c each); a run under a $1.00
+    cap, started once its lease has lapsed, counts them against the cap, as a single
+    machine's re-run does: it follows them, submits nothing more, and stops at the cap."""
+    path = _manifest(tmp_path, 20, seconds=60, concurrency=10)
+    log = tmp_path / "workers.log"
+    with SandboxThread(SandboxSettings(processing_s=2.0, balance_cents=10_000)) as sb:
+        first = _worker(sb, path, pg_url, "--no-download", log=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sb.stats()["jobs"]["created"] < 10:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        # While its lease runs, the dead worker's run is the one in progress: other caps wait.
+        code = _worker(sb, path, pg_url, "--no-download", "--max-spend", "1.00", log=log).wait(60)
+        assert code == 2
+        assert "give every worker the same" in log.read_text()
+        time.sleep(2.5)
+        code = _worker(sb, path, pg_url, "--no-download", "--max-spend", "1.00", log=log).wait(60)
+        stats = sb.stats()
+    assert code == 3, log.read_text()[-2000:]
+    assert stats["jobs"]["created"] == 10
+    charged = sum(e["cents"] for e in stats["wallet_events"] if e["kind"] == "charge")
+    assert charged == 100
+
+
+def test_a_url_whose_password_is_not_encoded_is_refused_without_repeating_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """libpq would read ``user:pa/ss@host`` as a host, a port and a database named after the
+    rest, and echo them in its errors: such a URL is refused at once, exit 2, and the
+    message shows no part of the password; nor does one with a broken %-escape."""
+    for url in (
+        "postgresql://batchpod:hunter/22@db.example/x",
+        "postgresql://batchpod:Pa%41ss%zz@db.example/x",
+    ):
+        code, out, err = _cli("status", "jobs.yaml", "--state", url)
+        captured = capsys.readouterr()  # argparse reports to the process's own stderr
+        out, err = out + captured.out, err + captured.err
+        assert code == 2
+        assert "percent-encode its password" in err
+        for part in ("hunter", "22@", "Pa%41ss", "PaAss", "%zz"):
+            assert part not in err + out

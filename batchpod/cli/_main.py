@@ -121,8 +121,9 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
         else:
             leaves.append(exc)
     known = [e for e in leaves if isinstance(e, BatchpodError | KeyboardInterrupt)]
-    # The same condition met by several workers (a full disk, say) is still one problem.
-    distinct = {(type(e), str(e)) for e in known}
+    # The same condition met by several workers (a full disk, say, or a database that went
+    # away, each task seeing it in its own words) is still one problem: the first told.
+    distinct = {type(e) for e in known}
     return known[0] if known and len(known) == len(leaves) and len(distinct) == 1 else None
 
 

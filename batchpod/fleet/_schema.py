@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS batchpod_fleets (
     stop_message TEXT,
     balance_cents BIGINT,
     balance_read_at DOUBLE PRECISION,
+    max_spend_cents BIGINT,
+    keep_balance_cents BIGINT,
     created_at DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batchpod_workers (

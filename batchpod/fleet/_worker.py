@@ -34,14 +34,15 @@ import math
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import anyio
 import psycopg
 
-from batchpod.budget import Refusal, Refused
-from batchpod.errors import DatabaseUnavailable, LeaseLost
+from batchpod.budget import Refusal, Refused, usd
+from batchpod.errors import DatabaseUnavailable, FleetStateError, LeaseLost
 from batchpod.journal import RECORD_COLUMNS, JobRecord, JobState, record_values
 
 from ._schema import DEFAULT_LEASE_S
@@ -53,6 +54,15 @@ log = logging.getLogger("batchpod")
 #: reservations outlive an epoch, as ``JobState.paid_unfinished`` says.
 _PAID_UNFINISHED: Final = tuple(s.value for s in JobState if s.paid_unfinished)
 _ASSIGN: Final = ", ".join(f"{c} = %s" for c in RECORD_COLUMNS if c != "key")
+
+
+def _clock() -> float:
+    """Seconds that go on while the machine is suspended (``CLOCK_BOOTTIME`` where there is
+    one): a suspended VM must not wake believing its lease is still fresh."""
+    return time.clock_gettime(_BOOTTIME)
+
+
+_BOOTTIME: Final = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
 def worker_name() -> str:
@@ -84,7 +94,7 @@ class FleetWorker:
         self.capped = False  # set by the session when a cap is in force
         # When the last renewal that the database took was sent (anyio's clock), and whether
         # another worker has taken this one's jobs over (see ``fresh``).
-        self._renewed_at = anyio.current_time()
+        self._renewed_at = _clock()
         self.evicted = False
         self._beats = beats
         self._host = socket.gethostname()
@@ -101,10 +111,20 @@ class FleetWorker:
         jobs: Sequence[tuple[str, str]],
         lease_s: float = DEFAULT_LEASE_S,
         retry_failed: bool = False,
+        max_spend_cents: int | None = None,
+        keep_balance_cents: int | None = None,
+        estimates: Mapping[str, int] | None = None,
     ) -> FleetWorker:
         """Join (or start) the fleet of the manifest known as ``identity``; ``jobs`` are its
         jobs' (content key, name) in manifest order, each key once. The worker owns
-        ``store`` from here on (``close`` closes it)."""
+        ``store`` from here on (``close`` closes it).
+
+        Every worker of one run must run the same manifest under the same caps: one that
+        does not is refused (``FleetStateError``, exit 2) and changes nothing. A run under a
+        cap starts by reserving, for each job an earlier run left paid and unfinished, its
+        charge (``estimates`` by key, where AudioPod's is not known yet), as a single
+        machine's re-run counts them."""
+        caps = (max_spend_cents, keep_balance_cents)
         url = store.url
         try:
             async with store.tx() as cur:
@@ -126,13 +146,42 @@ class FleetWorker:
                     (fleet_id,),
                 )
                 alive = await cur.fetchone()
+                if alive and alive["n"] and row["manifest_sha256"] != manifest_sha256:
+                    raise FleetStateError(
+                        where=url.where,
+                        reason=(
+                            f"the workers running {identity} now run another version of it; "
+                            "start this one when they have finished"
+                        ),
+                    )
+                if (
+                    alive
+                    and alive["n"]
+                    and (row["max_spend_cents"], row["keep_balance_cents"]) != caps
+                ):
+                    raise FleetStateError(
+                        where=url.where,
+                        reason=(
+                            f"the workers running {identity} now run under other caps "
+                            f"(max spend {_cents(row['max_spend_cents'])}, keep balance "
+                            f"{_cents(row['keep_balance_cents'])}); give every worker the same"
+                        ),
+                    )
                 if not alive or alive["n"] == 0:
                     # The next run of the manifest: what finished jobs cost is last run's.
+                    # Last run's workers that never signed off are gone; should one be only
+                    # frozen, it must not wake into this run.
+                    await cur.execute(
+                        f"""UPDATE batchpod_workers SET evicted_at = {NOW} WHERE fleet_id = %s
+                            AND finished_at IS NULL AND evicted_at IS NULL""",
+                        (fleet_id,),
+                    )
                     await cur.execute(
                         f"""UPDATE batchpod_fleets SET epoch = epoch + 1,
                             epoch_started_at = {NOW}, stop_reason = NULL, stop_message = NULL,
-                            manifest = %s, manifest_sha256 = %s WHERE id = %s""",
-                        (manifest, manifest_sha256, fleet_id),
+                            manifest = %s, manifest_sha256 = %s, max_spend_cents = %s,
+                            keep_balance_cents = %s WHERE id = %s""",
+                        (manifest, manifest_sha256, *caps, fleet_id),
                     )
                     await cur.execute(
                         """DELETE FROM batchpod_reservations r USING batchpod_jobs j
@@ -140,6 +189,8 @@ class FleetWorker:
                              AND NOT (j.state = ANY(%s))""",
                         (fleet_id, list(_PAID_UNFINISHED)),
                     )
+                    if max_spend_cents is not None or keep_balance_cents is not None:
+                        await _reserve_inherited(cur, fleet_id, estimates or {})
                 await cur.execute("SELECT * FROM batchpod_fleets WHERE id = %s", (fleet_id,))
                 row = await cur.fetchone()
                 assert row is not None
@@ -191,16 +242,28 @@ class FleetWorker:
         warned = False
         while not self.evicted:
             await anyio.sleep(self.lease_s / 4)
-            sent = anyio.current_time()
+            sent = _clock()
             try:
+                # A lease that has lapsed is never renewed: another worker may be taking its
+                # jobs over at this very moment (its claim evicts this one just after).
                 cursor = await self._beats.execute(
                     f"UPDATE batchpod_workers SET seen_at = {NOW} "
-                    "WHERE fleet_id = %s AND worker = %s AND evicted_at IS NULL",
+                    "WHERE fleet_id = %s AND worker = %s AND evicted_at IS NULL "
+                    f"AND seen_at > {NOW} - lease_s",
                     (self.fleet_id, self.name),
                 )
                 if cursor.rowcount != 1:
-                    self.evicted = True  # others took its jobs while it was silent
-                    log.warning("this worker's lease lapsed and others took its jobs over")
+                    self.evicted = True
+                    log.warning(
+                        "this worker's lease lapsed before it could renew it; other workers "
+                        "take its jobs over"
+                    )
+                    with contextlib.suppress(psycopg.Error):
+                        await self._beats.execute(
+                            f"UPDATE batchpod_workers SET evicted_at = {NOW} "
+                            "WHERE fleet_id = %s AND worker = %s AND evicted_at IS NULL",
+                            (self.fleet_id, self.name),
+                        )
                 else:
                     self._renewed_at = sent
                 warned = False
@@ -238,7 +301,7 @@ class FleetWorker:
         """Whether this worker surely still holds its jobs: not evicted, and its last renewal
         sent less than half a lease ago. A submit is sent only then, however long the
         process may have been stopped (SIGSTOP, a frozen VM) since its intent was recorded."""
-        return not self.evicted and anyio.current_time() - self._renewed_at < self.lease_s / 2
+        return not self.evicted and _clock() - self._renewed_at < self.lease_s / 2
 
     def guard(self) -> None:
         """Raise ``LeaseLost`` unless ``fresh``: called as a submit is about to leave."""
@@ -308,22 +371,18 @@ class FleetWorker:
 
     async def waiting(self) -> bool:
         """Whether this worker should wait for jobs rather than leave, when it could claim
-        none: jobs are held by workers that have gone quiet (their leases will lapse soon),
-        or jobs that nobody living holds are locked by a transaction still open (a claim
-        under way, or a frozen worker's, which the server ends: see ``connect``)."""
+        none: another worker holds jobs still to be done (it may die or be frozen, and its
+        jobs come free when its lease lapses), or jobs that nobody holds are locked by a
+        transaction still open (a claim under way, or a frozen worker's, which the server
+        ends: see ``connect``). So the fleet ends when the work does, all at once."""
         async with self.store.tx() as cur:
             await cur.execute(
                 f"""SELECT EXISTS (SELECT 1 FROM batchpod_jobs j
-                      LEFT JOIN batchpod_workers w
-                        ON w.fleet_id = j.fleet_id AND w.worker = j.owner
-                     WHERE {self._open} AND j.owner IS DISTINCT FROM %(me)s
-                       AND (w.worker IS NULL OR w.seen_at < {NOW} - w.lease_s / 2
-                            OR w.finished_at IS NOT NULL OR w.evicted_at IS NOT NULL)
-                    ) AS quiet""",
+                     WHERE {self._open} AND j.owner IS DISTINCT FROM %(me)s) AS left""",
                 {"fleet": self.fleet_id, "epoch": self.epoch, "me": self.name},
             )
             row = await cur.fetchone()
-        return bool(row and row["quiet"])
+        return bool(row and row["left"])
 
     async def halt(self, reason: str, message: str) -> None:
         """Stop the fleet: no worker takes another job this epoch (the budget refused one)."""
@@ -552,3 +611,31 @@ async def _list_jobs(store: FleetStore, fleet: FleetRow, jobs: Sequence[tuple[st
                 name = EXCLUDED.name, listed_epoch = EXCLUDED.listed_epoch""",
             [(fleet.id, key, position, name, fleet.epoch) for key, position, name in wanted],
         )
+
+
+async def _reserve_inherited(
+    cur: psycopg.AsyncCursor[Any], fleet_id: int, estimates: Mapping[str, int]
+) -> None:
+    """Reservations for the jobs that earlier runs left paid and unfinished and that hold
+    none (an uncapped run keeps no reservations): AudioPod's charge, else the estimate."""
+    await cur.execute(
+        """SELECT j.key, j.cost_cents FROM batchpod_jobs j WHERE j.fleet_id = %s
+             AND j.state = ANY(%s) AND NOT EXISTS (SELECT 1 FROM batchpod_reservations r
+                 WHERE r.fleet_id = j.fleet_id AND r.key = j.key)
+           ORDER BY j.key""",
+        (fleet_id, list(_PAID_UNFINISHED)),
+    )
+    rows = [(row["key"], row["cost_cents"]) for row in await cur.fetchall()]
+    values = [
+        (fleet_id, key, cost if cost is not None else estimates.get(key, 0)) for key, cost in rows
+    ]
+    if values:
+        await cur.executemany(
+            f"""INSERT INTO batchpod_reservations (fleet_id, key, cents, state, held_at)
+                VALUES (%s, %s, %s, 'held', {NOW})""",
+            values,
+        )
+
+
+def _cents(cents: int | None) -> str:
+    return "none" if cents is None else usd(cents)

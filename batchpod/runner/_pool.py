@@ -108,6 +108,7 @@ class Pool:
         for index, key in enumerate(self.content_keys):
             self._index_of.setdefault(key, index)
         self._claimed: set[int] = set()
+        self._room = anyio.Event()  # set when a worker of this pool comes free
 
     # What the session and the tests read of the run.
     @property
@@ -219,8 +220,11 @@ class Pool:
                             await fleet.halt(crew.stop.reason.value, crew.stop.message)
                     return
                 if not claimed:
-                    free = max(crew.concurrency - self.in_flight, 1)
-                    records, stopped = await fleet.claim(free)
+                    # Claim only what there is room for: a job claimed is nobody else's.
+                    while self.in_flight >= crew.concurrency:
+                        self._room = anyio.Event()
+                        await self._room.wait()
+                    records, stopped = await fleet.claim(crew.concurrency - self.in_flight)
                     if stopped is not None:
                         reason, message = stopped
                         stop = Stop(reason=StopReason(reason), message=message)
@@ -254,6 +258,7 @@ class Pool:
                     await self._process(index)
                 finally:
                     self.in_flight -= 1
+                    self._room.set()
                     live = self.live[index]
                     if live.done:
                         result = self.crew.result_of(live)
