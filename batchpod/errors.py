@@ -524,7 +524,7 @@ class DatabaseUnavailable(BatchpodError):
 
 
 class LeaseLost(BatchpodError):
-    """Another worker took over jobs this worker held (its lease lapsed while it worked)."""
+    """This worker's lease lapsed while it worked: its jobs are other workers' to take over."""
 
     exit_code = ExitCode.LOCKED
 
@@ -532,6 +532,6 @@ class LeaseLost(BatchpodError):
         self.where = where
         self.jobs = jobs
         super().__init__(
-            f"this worker's lease in {where} lapsed and other workers took its jobs over; "
-            "it stopped so as not to work them twice (they carry on there)"
+            f"this worker's lease in {where} lapsed, so its jobs are other workers' to take "
+            "over; it stopped so as not to work them twice"
         )
