@@ -204,7 +204,8 @@ async def _run_fleet(
     estimates: dict[str, int] = {}
     if config.max_spend_cents is not None or config.keep_balance_cents is not None:
         # What jobs left in flight by an earlier run may cost counts against this run's cap.
-        estimates = await anyio.to_thread.run_sync(_estimates, manifest, keys, config)
+        costs = await anyio.to_thread.run_sync(_job_estimates, manifest, config)
+        estimates = dict(zip(keys, costs, strict=True))
     assert header.manifest_sha256 is not None
     fleet = await FleetWorker.join(
         store,
@@ -258,17 +259,17 @@ async def _run_fleet(
     return summary, header
 
 
-def _estimates(manifest: Manifest, keys: Sequence[str], config: RunConfig) -> dict[str, int]:
-    """Each job's worst-case cost by key (blocking: a local file's length is read from its
-    header)."""
-    return {
-        key: estimate_cents(
+def _job_estimates(manifest: Manifest, config: RunConfig) -> list[int]:
+    """Each job's worst-case cost, in manifest order (blocking: a local file's length is
+    read from its header)."""
+    return [
+        estimate_cents(
             job,
             cents_per_minute=config.cents_per_minute,
             assumed_duration_s=config.assumed_duration_s,
         )
-        for key, job in zip(keys, manifest.jobs, strict=True)
-    }
+        for job in manifest.jobs
+    ]
 
 
 def _log_started(
@@ -452,17 +453,8 @@ async def _run_locked(
 def _cap_share(
     manifest: Manifest, keys: Sequence[str], config: RunConfig, shard: Shard, cap_cents: int
 ) -> CapShare:
-    """The shard's part of the manifest's cap, from every job's estimate (blocking: a local
-    file's length is read from its header)."""
-    estimates = [
-        estimate_cents(
-            job,
-            cents_per_minute=config.cents_per_minute,
-            assumed_duration_s=config.assumed_duration_s,
-        )
-        for job in manifest.jobs
-    ]
-    return cap_share(cap_cents, keys, estimates, shard)
+    """The shard's part of the manifest's cap, from every job's estimate (blocking)."""
+    return cap_share(cap_cents, keys, _job_estimates(manifest, config), shard)
 
 
 def _log_key_switch(refused: str, fallback: str) -> None:

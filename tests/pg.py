@@ -6,7 +6,8 @@ passwords, then ``postgres`` on 127.0.0.1 and a free port. As root, PostgreSQL r
 run, so the server runs as the ``pgserver`` user that pgserver's own helper creates.
 
 ``PgServer.url(db)`` is a ``postgresql://`` URL with the password in it; ``database()`` makes
-a fresh database per test so that tests never see each other's fleets.
+a fresh database per test so that tests never see each other's fleets. ``scripts/bench.py
+fleet`` starts its server with this class too (``drop`` and ``cpu_s`` are for it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds of process `pid` and of its children that it has reaped (from /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the ")".
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _open_to_all(bin_dir: Path) -> None:
@@ -144,6 +155,15 @@ class PgServer:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
+
+    def drop(self, database: str) -> None:
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server has used so far: the postmaster and the backends it reaped
+        (a backend's time counts once its connection has closed)."""
+        return 0.0 if self._proc is None else cpu_s(self._proc.pid)
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -34,6 +34,9 @@ log = logging.getLogger("batchpod")
 NOW: Final = "extract(epoch FROM clock_timestamp())::float8"
 #: Serialises schema creation between workers starting together (an arbitrary constant).
 _SCHEMA_LOCK: Final = 0x62617463_68706F64 & 0x7FFF_FFFF_FFFF_FFFF
+#: A worker row ``w`` that is alive: not signed off, not evicted, seen within its lease.
+#: Its jobs and name locks are its own; anyone else's may be taken over.
+ALIVE: Final = f"(w.finished_at IS NULL AND w.evicted_at IS NULL AND w.seen_at > {NOW} - w.lease_s)"
 CONNECT_TIMEOUT_S: Final = 10
 IDLE_IN_TRANSACTION_MS: Final = 5_000
 
@@ -197,9 +200,7 @@ class FleetStore:
         async with self.tx() as cur:
             await cur.execute(
                 f"""
-                SELECT w.*,
-                       w.finished_at IS NULL AND w.evicted_at IS NULL
-                           AND w.seen_at > {NOW} - w.lease_s AS alive,
+                SELECT w.*, {ALIVE} AS alive,
                        (SELECT count(*) FROM batchpod_jobs j
                          WHERE j.fleet_id = w.fleet_id AND j.owner = w.worker) AS jobs_held,
                        (SELECT count(*) FROM batchpod_jobs j

@@ -46,7 +46,7 @@ from batchpod.errors import DatabaseUnavailable, FleetStateError, LeaseLost
 from batchpod.journal import RECORD_COLUMNS, JobRecord, JobState, record_values
 
 from ._schema import DEFAULT_LEASE_S
-from ._store import NOW, FleetRow, FleetStore, connect, fleet_row, job_row
+from ._store import ALIVE, NOW, FleetRow, FleetStore, connect, fleet_row, job_row
 
 log = logging.getLogger("batchpod")
 
@@ -97,7 +97,6 @@ class FleetWorker:
         self._renewed_at = _clock()
         self.evicted = False
         self._beats = beats
-        self._host = socket.gethostname()
 
     @classmethod
     async def join(
@@ -140,9 +139,7 @@ class FleetWorker:
                 assert row is not None
                 fleet_id = row["id"]
                 await cur.execute(
-                    f"""SELECT count(*) AS n FROM batchpod_workers WHERE fleet_id = %s
-                        AND finished_at IS NULL AND evicted_at IS NULL
-                        AND seen_at > {NOW} - lease_s""",
+                    f"SELECT count(*) AS n FROM batchpod_workers w WHERE fleet_id = %s AND {ALIVE}",
                     (fleet_id,),
                 )
                 alive = await cur.fetchone()
@@ -259,11 +256,7 @@ class FleetWorker:
                         "take its jobs over"
                     )
                     with contextlib.suppress(psycopg.Error):
-                        await self._beats.execute(
-                            f"UPDATE batchpod_workers SET evicted_at = {NOW} "
-                            "WHERE fleet_id = %s AND worker = %s AND evicted_at IS NULL",
-                            (self.fleet_id, self.name),
-                        )
+                        await _evict(self._beats, [self.name])
                 else:
                     self._renewed_at = sent
                 warned = False
@@ -339,9 +332,7 @@ class FleetWorker:
                      WHERE {self._open}
                        AND (j.owner IS NULL OR NOT EXISTS (
                             SELECT 1 FROM batchpod_workers w
-                             WHERE w.fleet_id = j.fleet_id AND w.worker = j.owner
-                               AND w.finished_at IS NULL AND w.evicted_at IS NULL
-                               AND w.seen_at > {NOW} - w.lease_s))
+                             WHERE w.fleet_id = j.fleet_id AND w.worker = j.owner AND {ALIVE}))
                      ORDER BY j.position LIMIT %(limit)s FOR UPDATE OF j SKIP LOCKED)
                 UPDATE batchpod_jobs j SET owner = %(me)s, worked_by = %(me)s
                   FROM free WHERE j.fleet_id = %(fleet)s AND j.key = free.key
@@ -352,12 +343,7 @@ class FleetWorker:
             rows = await cur.fetchall()
             previous = {r["previous"] for r in rows} - {None, self.name}
             if previous:
-                # Their leases lapsed: should they wake up, they can renew and write nothing.
-                await cur.execute(
-                    f"""UPDATE batchpod_workers SET evicted_at = {NOW}
-                        WHERE fleet_id = %s AND worker = ANY(%s) AND evicted_at IS NULL""",
-                    (self.fleet_id, sorted(previous)),
-                )
+                await _evict(cur, sorted(previous))
             unsent = sorted(r["key"] for r in rows if r["state"] == JobState.PENDING.value)
             if unsent:
                 # Reserved by a worker that then died before recording its intent: nothing
@@ -564,19 +550,14 @@ class FleetWorker:
                 return True
             await cur.execute(
                 f"""SELECT n.owner, EXISTS (SELECT 1 FROM batchpod_workers w
-                        WHERE w.worker = n.owner AND w.finished_at IS NULL
-                          AND w.evicted_at IS NULL AND w.seen_at > {NOW} - w.lease_s) AS alive
+                        WHERE w.worker = n.owner AND {ALIVE}) AS alive
                       FROM batchpod_names n WHERE n.name = %s FOR UPDATE""",
                 (identity,),
             )
             row = await cur.fetchone()
             if row is None or row["alive"]:
                 return False
-            await cur.execute(
-                f"UPDATE batchpod_workers SET evicted_at = {NOW} "
-                "WHERE worker = %s AND evicted_at IS NULL",
-                (row["owner"],),
-            )
+            await _evict(cur, [row["owner"]])
             await cur.execute(
                 "UPDATE batchpod_names SET owner = %s WHERE name = %s", (self.name, identity)
             )
@@ -639,3 +620,16 @@ async def _reserve_inherited(
 
 def _cents(cents: int | None) -> str:
     return "none" if cents is None else usd(cents)
+
+
+async def _evict(
+    db: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any], workers: list[str]
+) -> None:
+    """Mark workers whose leases lapsed as evicted (their jobs or name locks are being taken
+    over): should one only be frozen, it can renew and write nothing when it wakes. Worker
+    names are unique across fleets (host, pid and random characters)."""
+    await db.execute(
+        f"UPDATE batchpod_workers SET evicted_at = {NOW} "
+        "WHERE worker = ANY(%s) AND evicted_at IS NULL",
+        (workers,),
+    )

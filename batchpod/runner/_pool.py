@@ -105,8 +105,9 @@ class Pool:
         # With a fleet: each key's first listing (what a claim names), and what this worker
         # claimed (its results list only those).
         self._index_of: dict[str, int] = {}
-        for index, key in enumerate(self.content_keys):
-            self._index_of.setdefault(key, index)
+        if fleet is not None:
+            for index, key in enumerate(self.content_keys):
+                self._index_of.setdefault(key, index)
         self._claimed: set[int] = set()
         self._room = anyio.Event()  # set when a worker of this pool comes free
 
