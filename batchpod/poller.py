@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,6 +45,63 @@ class StatusApi(Protocol):
     async def status(self, job_id: str) -> RemoteJob: ...
 
     async def list_jobs(self, *, skip: int = 0, limit: int = 50) -> list[RemoteJob]: ...
+
+
+#: Rows each page of a ``read_job_list`` walk shares with the page before it.
+PAGE_OVERLAP = 10
+#: How often a walk that found a gap starts again from the newest job before giving up.
+WALK_RESTARTS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class JobList:
+    """The rows of a walk down AudioPod's job list, newest first, each job once."""
+
+    rows: tuple[RemoteJob, ...]
+    # False when the walk may have missed a row: it ran out of pages before reaching its
+    # end, or jobs kept being deleted faster than the overlap between pages can absorb.
+    complete: bool
+
+
+async def read_job_list(
+    api: StatusApi,
+    *,
+    max_pages: int,
+    until: Callable[[RemoteJob], bool] | None = None,
+) -> JobList:
+    """Walk the job list newest first, up to ``max_pages`` pages, stopping at its end or at
+    the first row for which ``until`` is true (that row and the older ones are left out).
+
+    The list is paged by offset while other workers and clients create and delete jobs, so a
+    page read later is shifted against the one before it: each job created in between pushes
+    rows down (a row is read twice: it is kept once), each job deleted among the rows
+    already read pulls rows up past the next offset (a row would be missed). Pages therefore
+    overlap by ``PAGE_OVERLAP`` rows, and a page that shares no row with the one before it
+    (more deletions than that in between) means a row may have slipped by: the walk starts
+    again from the top, keeping what it found, and says it is incomplete if that goes on.
+    """
+    step = PAGE_SIZE - PAGE_OVERLAP
+    found: dict[str, RemoteJob] = {}
+    pages = 0
+    for _ in range(WALK_RESTARTS + 1):
+        previous: Collection[str] = ()
+        page = 0
+        while pages < max_pages:
+            rows = await api.list_jobs(skip=page * step, limit=PAGE_SIZE)
+            pages += 1
+            if page and len(previous) == PAGE_SIZE and not any(r.id in previous for r in rows):
+                break  # a gap: rows between the two pages may have moved past both reads
+            for row in rows:
+                if until is not None and until(row):
+                    return JobList(rows=tuple(found.values()), complete=True)
+                found.setdefault(row.id, row)
+            if len(rows) < PAGE_SIZE:
+                return JobList(rows=tuple(found.values()), complete=True)
+            previous = {r.id for r in rows}
+            page += 1
+        else:
+            break  # out of pages
+    return JobList(rows=tuple(found.values()), complete=False)
 
 
 @dataclass(slots=True)

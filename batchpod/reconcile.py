@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 from batchpod.client import RemoteJob
 from batchpod.identity import normalize_url
 from batchpod.models import Job, Mode
-from batchpod.poller import PAGE_SIZE, StatusApi
+from batchpod.poller import StatusApi, read_job_list
 
 #: How far AudioPod's clock may lag ours and a matching job still count as "after the intent".
 CLOCK_ALLOWANCE_S = 120.0
@@ -70,26 +70,26 @@ async def search(api: StatusApi, job: Job, *, intent_at: float, claimed: Collect
 
     AudioPod lists jobs newest first (as the sandbox does, and as the contract's examples
     show), so the search stops at the first row created before the intent (less the clock
-    allowance). A list that never gets that far within ``MAX_PAGES`` pages is doubtful.
+    allowance). A list that never gets that far within ``MAX_PAGES`` pages, or that other
+    clients' deletions kept shifting (``poller.read_job_list``), is doubtful. Each job counts
+    once, however often the shifting list showed it.
     """
-    found: list[RemoteJob] = []
-    doubtful = 0
     since = intent_at - CLOCK_ALLOWANCE_S
-    for page in range(MAX_PAGES):
-        rows = await api.list_jobs(skip=page * PAGE_SIZE, limit=PAGE_SIZE)
-        for row in rows:
-            created = row.created_at.timestamp() if row.created_at else None
-            if created is not None and created < since:
-                return Search(candidates=tuple(found), doubtful=doubtful)
-            if row.id in claimed:
-                continue
-            if created is None or not (row.input_path or row.display_name):
-                doubtful += 1  # might be ours; cannot say
-            elif matches(job, row):
-                found.append(row)
-        if len(rows) < PAGE_SIZE:
-            return Search(candidates=tuple(found), doubtful=doubtful)
-    return Search(candidates=tuple(found), doubtful=doubtful + 1)
+
+    def older(row: RemoteJob) -> bool:
+        return row.created_at is not None and row.created_at.timestamp() < since
+
+    listed = await read_job_list(api, max_pages=MAX_PAGES, until=older)
+    found: list[RemoteJob] = []
+    doubtful = 0 if listed.complete else 1
+    for row in listed.rows:
+        if row.id in claimed:
+            continue
+        if row.created_at is None or not (row.input_path or row.display_name):
+            doubtful += 1  # might be ours; cannot say
+        elif matches(job, row):
+            found.append(row)
+    return Search(candidates=tuple(found), doubtful=doubtful)
 
 
 def matches(job: Job, row: RemoteJob) -> bool:

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from batchpod import reconcile
-from batchpod.client import RemoteJob, RemoteStatus
+from batchpod.client import RemoteStatus
 from batchpod.errors import ConfigError
 from batchpod.journal import JobRecord, JobState, Journal
 from batchpod.models import Job
-from batchpod.poller import PAGE_SIZE, StatusApi
+from batchpod.poller import StatusApi, read_job_list
 
 #: How deep into AudioPod's job list (newest first) recover looks: 100 jobs a page.
 MAX_PAGES = 200
@@ -44,7 +44,7 @@ class Recovered:
     ambiguous: tuple[tuple[str, tuple[str, ...]], ...]  # (job name, candidate AudioPod ids)
     had_rows: int  # jobs the state already knew (left as they were)
     unmatched: int  # jobs no remote job matches (a run submits them)
-    list_cut_short: bool  # the job list was longer than MAX_PAGES pages
+    list_cut_short: bool  # the job list was not read to its end (see read_job_list)
 
 
 async def recover(
@@ -54,7 +54,8 @@ async def recover(
     job list (see the module docstring)."""
     records = journal.records()
     claimed = {r.remote_id for r in records.values() if r.remote_id is not None}
-    rows, cut_short = await _job_list(api)
+    listed = await read_job_list(api, max_pages=MAX_PAGES)
+    rows, cut_short = list(listed.rows), not listed.complete
     rows = [r for r in rows if r.id not in claimed and r.status is not RemoteStatus.FAILED]
     wanted: dict[str, Job] = {}  # content key -> its first listing, for jobs with no row
     known: set[str] = set()
@@ -117,16 +118,6 @@ async def recover(
         unmatched=unmatched,
         list_cut_short=cut_short,
     )
-
-
-async def _job_list(api: StatusApi) -> tuple[list[RemoteJob], bool]:
-    rows: list[RemoteJob] = []
-    for page in range(MAX_PAGES):
-        batch = await api.list_jobs(skip=page * PAGE_SIZE, limit=PAGE_SIZE)
-        rows.extend(batch)
-        if len(batch) < PAGE_SIZE:
-            return rows, False
-    return rows, True
 
 
 def unsettled_record(journal: Journal, key: str, name: str) -> JobRecord:

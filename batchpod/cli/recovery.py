@@ -88,7 +88,8 @@ def _cmd_recover(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     if found.list_cut_short:
         print(
-            f"{PROG}: AudioPod's job list is longer than {recovery.MAX_PAGES * 100} jobs: "
+            f"{PROG}: AudioPod's job list could not be read to its end (it is longer than "
+            f"{recovery.MAX_PAGES} pages, or jobs were being deleted while it was read): "
             "older ones were not looked at",
             file=err,
         )
