@@ -20,7 +20,7 @@ from batchpod.client import DEFAULT_BASE_URL
 from batchpod.errors import ConfigError
 from batchpod.fleet import DEFAULT_LEASE_S, DatabaseUrl, is_database_url
 from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource
-from batchpod.models import Budget, Manifest
+from batchpod.models import BITRATES_KBPS, Budget, Manifest, OutputFormat, OutputSpec
 from batchpod.retry import PollPolicy, RetryPolicy
 from batchpod.shards import Shard
 
@@ -49,6 +49,10 @@ class RunConfig:
     shard: Shard | None = None  # only this shard's jobs, with files of its own ("3/8" too)
     concurrency: int | None = None  # jobs in flight at once; None: the manifest's
     output_dir: Path | None = None  # where stems go; None: the manifest's
+    # The format stems are written in; None: the manifest's output_format. The manifest's
+    # bit depth or bitrate is kept where it applies to this format.
+    output_format: OutputFormat | None = None
+    output: OutputSpec | None = None  # the whole output spec; None: as the two above make it
     download: bool = True  # False: stop at completed jobs and record their links
     retry_failed: bool = False  # submit jobs that failed in an earlier run again
     force: bool = False  # submit jobs already done (in the state or output_dir) again
@@ -110,6 +114,14 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Path(value))
+        if isinstance(self.output_format, str) and not isinstance(self.output_format, OutputFormat):
+            try:
+                object.__setattr__(self, "output_format", OutputFormat(self.output_format))
+            except ValueError:
+                choices = ", ".join(f.value for f in OutputFormat)
+                raise ConfigError(
+                    f"unknown output format {self.output_format!r}: use {choices}"
+                ) from None
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if not self.job_timeout_s > 0:
@@ -172,14 +184,33 @@ class RunConfig:
             budget = dataclasses.replace(budget, keep_balance_cents=self.keep_balance_cents)
         return budget
 
+    def output_for(self, manifest: Manifest) -> OutputSpec:
+        """How stems are written: ``output``, else the manifest's spec in ``output_format``
+        (keeping its bit depth or bitrate where the format takes them)."""
+        if self.output is not None:
+            return self.output
+        own = manifest.output
+        fmt = self.output_format
+        if fmt is None or fmt is own.format:
+            return own
+        depth = own.bit_depth if fmt.lossless else None
+        low, high = BITRATES_KBPS.get(fmt, (0, -1))
+        rate = own.bitrate_kbps
+        return OutputSpec(
+            format=fmt,
+            bit_depth=depth,
+            bitrate_kbps=rate if rate is not None and low <= rate <= high else None,
+        )
+
     def for_manifest(self, manifest: Manifest) -> RunConfig:
         """This config with what the manifest decides filled in: concurrency, the output
-        folder and both caps, so that every reader sees one answer."""
+        folder and format, and both caps, so that every reader sees one answer."""
         budget = self.budget_for(manifest)
         return dataclasses.replace(
             self,
             concurrency=self.concurrency or manifest.concurrency,
             output_dir=self.output_dir or manifest.output_dir,
+            output=self.output_for(manifest),
             max_spend_cents=budget.max_spend_cents,
             keep_balance_cents=budget.keep_balance_cents,
         )

@@ -340,6 +340,9 @@ def _file_json(f: OutputFile) -> dict[str, Any]:
     if f.sha256 is not None:
         data["sha256"] = f.sha256
         data["mtime_ns"] = f.mtime_ns
+    if f.encoding is not None:
+        data["served_size"] = f.served_size
+        data["encoding"] = f.encoding
     return data
 
 
@@ -368,6 +371,8 @@ def record_from(row: Mapping[str, Any] | sqlite3.Row) -> JobRecord:
                 size=int(f["size"]),
                 sha256=f.get("sha256"),
                 mtime_ns=f.get("mtime_ns"),
+                served_size=f.get("served_size"),
+                encoding=f.get("encoding"),
             )
             for f in files
         ),

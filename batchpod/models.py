@@ -97,6 +97,71 @@ class Budget:
                 raise ValueError(f"budget limits must not be negative, got {value}")
 
 
+class OutputFormat(StrEnum):
+    """The audio format stems are written in (AudioPod serves WAV; the rest are encoded)."""
+
+    WAV = "wav"
+    FLAC = "flac"
+    MP3 = "mp3"
+    OGG = "ogg"  # Vorbis in Ogg
+    OPUS = "opus"  # Opus in Ogg
+
+    @property
+    def lossless(self) -> bool:
+        return self in (OutputFormat.WAV, OutputFormat.FLAC)
+
+
+#: Bit depths a lossless output may be written at.
+BIT_DEPTHS = (16, 24)
+#: The bitrates (kbps) each lossy format accepts: MPEG-1 Layer III's range, libvorbis's
+#: nominal range for stereo, and Opus's range for up to two channels.
+BITRATES_KBPS: Mapping[OutputFormat, tuple[int, int]] = {
+    OutputFormat.MP3: (32, 320),
+    OutputFormat.OGG: (64, 500),
+    OutputFormat.OPUS: (12, 512),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputSpec:
+    """How stems are written: their format, and its bit depth or bitrate (None: the
+    format's default, see ``batchpod.encode``)."""
+
+    format: OutputFormat = OutputFormat.WAV
+    bit_depth: int | None = None  # wav and flac only
+    bitrate_kbps: int | None = None  # mp3, ogg and opus only
+
+    def __post_init__(self) -> None:
+        if self.bit_depth is not None and (
+            not self.format.lossless or self.bit_depth not in BIT_DEPTHS
+        ):
+            raise ValueError(f"bit depth {self.bit_depth} does not apply to {self.format}")
+        if self.bitrate_kbps is not None:
+            low, high = BITRATES_KBPS.get(self.format, (0, -1))
+            if not low <= self.bitrate_kbps <= high:
+                raise ValueError(
+                    f"bitrate {self.bitrate_kbps} kbps does not apply to {self.format}"
+                )
+
+    @property
+    def as_served(self) -> bool:
+        """Whether stems are written as AudioPod served them, byte for byte."""
+        return self.format is OutputFormat.WAV and self.bit_depth is None
+
+    @property
+    def label(self) -> str | None:
+        """What a file written under this spec records of it (``flac``, ``flac/24``,
+        ``mp3/192k``); None for stems as served. A file recorded under another label is
+        not what this spec asks for, and is fetched again."""
+        if self.as_served:
+            return None
+        if self.bit_depth is not None:
+            return f"{self.format.value}/{self.bit_depth}"
+        if self.bitrate_kbps is not None:
+            return f"{self.format.value}/{self.bitrate_kbps}k"
+        return self.format.value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
     """A validated manifest: everything a run needs to know about the work."""
@@ -107,6 +172,7 @@ class Manifest:
     concurrency: int
     budget: Budget
     jobs: tuple[Job, ...]
+    output: OutputSpec = OutputSpec()
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -143,6 +209,8 @@ class OutputFile:
     size: int
     sha256: str | None = None  # of the content written (None: recorded by an older batchpod)
     mtime_ns: int | None = None  # the file's modification time just after it was written
+    served_size: int | None = None  # the WAV AudioPod served, when the file is an encoding of it
+    encoding: str | None = None  # OutputSpec.label of an encoded file; None: as served
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from batchpod.budget import usd
-from batchpod.models import JobResult, JobStatus
+from batchpod.models import JobResult, JobStatus, OutputFile
 
 Format = Literal["yaml", "json"]
 RESULTS_VERSION = 1
@@ -169,9 +169,7 @@ def _entry(result: JobResult, base: Path) -> dict[str, Any]:
     entry["cost_cents"] = result.cost_cents
     entry["cost_usd"] = usd(result.cost_cents) if result.cost_cents is not None else None
     if result.files:
-        entry["files"] = [
-            {"stem": f.stem, "path": _shown(f.path, base), "size": f.size} for f in result.files
-        ]
+        entry["files"] = [_file_entry(f, base) for f in result.files]
     if result.quality_scores:
         entry["quality_scores"] = dict(sorted(result.quality_scores.items()))
     if result.download_urls:
@@ -284,3 +282,13 @@ def _shown(path: Path, base: Path) -> str:
         return path.relative_to(base).as_posix()
     except ValueError:
         return str(path)
+
+
+def _file_entry(file: OutputFile, base: Path) -> dict[str, Any]:
+    """A stem as the results list it: its path and size, and for an encoded one its format
+    and the size of the WAV AudioPod served."""
+    entry: dict[str, Any] = {"stem": file.stem, "path": _shown(file.path, base), "size": file.size}
+    if file.encoding is not None:
+        entry["format"] = file.encoding
+        entry["served_size"] = file.served_size
+    return entry

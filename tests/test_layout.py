@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"manifest", "keys", "charges", "poller", "estimate", "report", "fleet"},
     {"client", "journal", "paths"},
     {"flow", "identity", "results", "shards"},
-    {"budget", "retry", "logs", "audio"},
+    {"budget", "retry", "logs", "audio", "encode"},
     {"errors", "models", "_version", "sandbox"},
 ]
 LAYER = {part: depth for depth, parts in enumerate(LAYERS) for part in parts}

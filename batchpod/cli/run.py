@@ -21,7 +21,7 @@ from batchpod.config import RunConfig, as_duration
 from batchpod.errors import ExitCode
 from batchpod.fleet import DEFAULT_LEASE_S
 from batchpod.manifest import load_manifest
-from batchpod.models import JobStatus
+from batchpod.models import JobStatus, OutputFormat
 from batchpod.reporters import BarReporter, LogReporter, TeeReporter
 from batchpod.runner import Reporter, StopReason
 from batchpod.session import RunSummary
@@ -52,8 +52,9 @@ def add_parsers(commands: Commands) -> None:
         help="run every job of a manifest: submit, poll, download, write results",
         description=(
             "Validate the manifest, then submit its jobs to AudioPod (concurrency at a time), "
-            "poll them, download every stem to output_dir/NAME/, and write a results manifest "
-            "next to the manifest. Nothing is submitted while the manifest has problems."
+            "poll them, download every stem to output_dir/NAME/ (encoded to output_format), "
+            "and write a results manifest next to the manifest. Nothing is submitted while "
+            "the manifest has problems."
         ),
     )
     run.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
@@ -76,6 +77,18 @@ def add_parsers(commands: Commands) -> None:
         metavar="N",
         type=positive_int,
         help="jobs in flight at once, overriding the manifest's 'concurrency'",
+    )
+    run.add_argument(
+        "--output-dir",
+        metavar="PATH",
+        type=Path,
+        help="where stems are written, overriding the manifest's 'output_dir'",
+    )
+    run.add_argument(
+        "--output-format",
+        choices=[f.value for f in OutputFormat],
+        help="the format stems are written in, overriding the manifest's 'output_format' "
+        "(wav: as AudioPod serves them; the others are encoded here)",
     )
     run.add_argument(
         "--no-download",
@@ -206,6 +219,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         fallback_key_source=fallback,
         shard=args.shard,
         concurrency=args.concurrency,
+        output_dir=args.output_dir,
+        output_format=args.output_format,
         download=not args.no_download,
         retry_failed=args.retry_failed,
         force=args.force,

@@ -17,7 +17,7 @@ from typing import Any, Final
 from yaml.nodes import MappingNode, Node
 
 from batchpod.budget import dollars_to_cents
-from batchpod.models import Budget, Manifest
+from batchpod.models import BIT_DEPTHS, BITRATES_KBPS, Budget, Manifest, OutputFormat, OutputSpec
 
 from ._fields import JOB_KEYS, JobFields
 from ._jobs import Defaults, JobList
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_OUTPUT_DIR",
     "MAX_CONCURRENCY",
+    "OUTPUT_KEYS",
     "SUPPORTED_VERSION",
     "TOP_KEYS",
     "Checker",
@@ -42,7 +43,16 @@ DEFAULT_OUTPUT_DIR: Final = "stems/"
 DEFAULT_CONCURRENCY: Final = 8
 MAX_CONCURRENCY: Final = 10_000
 
-TOP_KEYS: Final = ("version", "defaults", "output_dir", "concurrency", "budget", "jobs")
+OUTPUT_KEYS: Final = ("output_format", "output_bit_depth", "output_bitrate_kbps")
+TOP_KEYS: Final = (
+    "version",
+    "defaults",
+    "output_dir",
+    *OUTPUT_KEYS,
+    "concurrency",
+    "budget",
+    "jobs",
+)
 BUDGET_KEYS: Final = ("max_spend_usd", "keep_balance_usd")
 
 
@@ -72,6 +82,7 @@ class Checker:
 
         version = self.version(top.get("version"), root)
         output_dir = self.output_dir(top.get("output_dir"))
+        output = self.output_spec(top)
         concurrency = self.concurrency(top.get("concurrency"))
         budget = self.budget(top.get("budget"))
         defaults = self.defaults(top.get("defaults"))
@@ -80,7 +91,7 @@ class Checker:
 
         if report.problems or version is None or output_dir is None or budget is None:
             return None
-        if concurrency is None:
+        if concurrency is None or output is None:
             return None
         jobs = finish_jobs(drafts)
         return Manifest(
@@ -90,6 +101,7 @@ class Checker:
             concurrency=concurrency,
             budget=budget,
             jobs=jobs,
+            output=output,
         )
 
     def version(self, node: Node | None, root: Node) -> int | None:
@@ -122,6 +134,63 @@ class Checker:
             self.report.on(node, "'output_dir' must be a folder path")
             return None
         return Path(os.path.normpath(self.base / Path(text).expanduser()))
+
+    def output_spec(self, top: dict[str, Node]) -> OutputSpec | None:
+        """``output_format`` with its ``output_bit_depth`` or ``output_bitrate_kbps``."""
+        report = self.report
+        fmt: OutputFormat | None = OutputFormat.WAV
+        node = top.get("output_format")
+        if node is not None:
+            text = string(node, "'output_format'", report)
+            choices = ", ".join(f.value for f in OutputFormat)
+            try:
+                fmt = OutputFormat(text) if text is not None else None
+            except ValueError:
+                report.on(
+                    node, f"unknown output_format {report.quote(text or '')}", f"use {choices}"
+                )
+                fmt = None
+        depth = self.whole(top.get("output_bit_depth"), "output_bit_depth")
+        bitrate = self.whole(top.get("output_bitrate_kbps"), "output_bitrate_kbps")
+        if fmt is None or depth is INVALID or bitrate is INVALID:
+            return None
+        ok = True
+        if depth is not None:
+            where = top["output_bit_depth"]
+            if not fmt.lossless:
+                report.on(where, f"'output_bit_depth' applies to wav and flac, not {fmt.value}")
+                ok = False
+            elif depth not in BIT_DEPTHS:
+                report.on(where, f"'output_bit_depth' must be 16 or 24, got {depth}")
+                ok = False
+        if bitrate is not None:
+            where = top["output_bitrate_kbps"]
+            span = BITRATES_KBPS.get(fmt)
+            if span is None:
+                report.on(
+                    where, f"'output_bitrate_kbps' applies to mp3, ogg and opus, not {fmt.value}"
+                )
+                ok = False
+            elif not span[0] <= bitrate <= span[1]:
+                report.on(
+                    where,
+                    f"'output_bitrate_kbps' for {fmt.value} must be from {span[0]} to "
+                    f"{span[1]}, got {bitrate}",
+                )
+                ok = False
+        return OutputSpec(format=fmt, bit_depth=depth, bitrate_kbps=bitrate) if ok else None
+
+    def whole(self, node: Node | None, key: str) -> Any:
+        """A whole number of 1 or more, None if absent, INVALID (reported) otherwise."""
+        if node is None:
+            return None
+        value = scalar(node, self.report)
+        if value is INVALID:
+            return INVALID
+        if type(value) is not int or value < 1:
+            self.report.on(node, f"'{key}' must be a whole number, got {describe(node)}")
+            return INVALID
+        return value
 
     def concurrency(self, node: Node | None) -> int | None:
         if node is None:

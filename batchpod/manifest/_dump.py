@@ -23,6 +23,12 @@ def dump_manifest(manifest: Manifest) -> str:
         "output_dir": _relative_text(manifest.output_dir, base),
         "concurrency": manifest.concurrency,
     }
+    if not manifest.output.as_served:
+        top["output_format"] = manifest.output.format.value
+    if manifest.output.bit_depth is not None:
+        top["output_bit_depth"] = manifest.output.bit_depth
+    if manifest.output.bitrate_kbps is not None:
+        top["output_bitrate_kbps"] = manifest.output.bitrate_kbps
     budget: dict[str, float] = {}
     if manifest.budget.max_spend_cents is not None:
         budget["max_spend_usd"] = manifest.budget.max_spend_cents / 100

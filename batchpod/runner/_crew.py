@@ -24,7 +24,7 @@ from batchpod.estimate import estimate_cents
 from batchpod.flow import SubmitWindow, pause_before_retry, with_retries
 from batchpod.journal import JobState
 from batchpod.logs import event
-from batchpod.models import ErrorRecord, Job, JobResult, JobStatus
+from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputSpec
 from batchpod.poller import StatusBoard
 from batchpod.retry import retry_cause
 
@@ -63,6 +63,7 @@ class Crew:
         self.config = config
         self.concurrency: int = config.concurrency
         self.output_dir: Path = config.output_dir
+        self.output: OutputSpec = config.output or OutputSpec()
         self.budget = budget
         self.reporter = reporter
         self.journal = journal

@@ -121,6 +121,11 @@ class DoneRecords:
                     "size": f.size,
                     "sha256": f.sha256,
                     "mtime_ns": f.mtime_ns,
+                    **(
+                        {"served_size": f.served_size, "encoding": f.encoding}
+                        if f.encoding is not None
+                        else {}
+                    ),
                 }
                 for f in files
             ],
@@ -153,6 +158,8 @@ class DoneRecords:
                     size=int(f["size"]),
                     sha256=str(f["sha256"]),
                     mtime_ns=int(f["mtime_ns"]) if f.get("mtime_ns") is not None else None,
+                    served_size=int(f["served_size"]) if f.get("served_size") is not None else None,
+                    encoding=str(f["encoding"]) if f.get("encoding") is not None else None,
                 )
                 for f in data["files"]
             )

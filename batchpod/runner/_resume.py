@@ -23,7 +23,7 @@ from batchpod.models import Job, JobStatus
 from ._crew import Crew
 from ._live import LiveJob
 from ._outcomes import JobFailed, Unresolved
-from ._stems import intact
+from ._stems import in_format, intact
 from ._submit import Submitter
 
 #: Earlier unknown submits settled at once, before the run submits anything.
@@ -93,10 +93,15 @@ async def starting_point(
     no longer match is not trusted, but its AudioPod job is followed for fresh stems."""
     config = crew.config
     state = prior.state if prior is not None else JobState.PENDING
-    if state is JobState.DOWNLOADED:
+    if prior is not None and state is JobState.DOWNLOADED:
         if config.force:
             _forget(live)
             state = JobState.PENDING
+        elif not in_format(prior.files, crew.output) and prior.remote_id is not None:
+            # Written in another format than this run's: fetched again from the same
+            # AudioPod job (never paid again); the files already there are left alone.
+            crew.reporter.job_event(job, "done in another format", f"id {prior.remote_id}")
+            return JobState.COMPLETED
         elif await anyio.to_thread.run_sync(intact, prior):
             crew.reporter.job_event(job, "already done")
             crew.finish(live, JobStatus.SUCCEEDED)
@@ -111,7 +116,7 @@ async def starting_point(
     record = await anyio.to_thread.run_sync(crew.done.find, live.key)
     if record is None or (resumable and record.remote_id != live.remote_id):
         return state
-    if record.trusted:
+    if record.trusted and in_format(record.files, crew.output):
         live.files = list(record.files)
         live.remote_id = record.remote_id
         live.cost_cents = 0  # this run paid nothing for it

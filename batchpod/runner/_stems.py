@@ -1,28 +1,38 @@
-"""The stems path of one job: download every stem into the job's folder, safely named.
+"""The stems path of one job: download every stem into the job's folder, safely named, and
+encode it where the output format is not the WAV AudioPod serves.
 
 Each stem goes to ``output_dir/<name>/<stem><ext>`` through the client's atomic download
-(a new temporary file, then a rename). A link that has expired is replaced by fresh ones from
-the job's status endpoint, fetched while the download holds its slot so that they are used at
-once; stems already on disk with their recorded size are not fetched again. Stem names from
+(a new temporary file, then a rename). A stem to be encoded is downloaded first to a hidden
+``.<file>.part-served`` beside its place, encoded from there in a worker thread (at most
+one encode per core at once, ``batchpod.encode``) and the served file removed; a crash in
+between leaves only temporary files, which the next run clears before fetching the stem
+again from the same AudioPod job (never paid again).
+
+A link that has expired is replaced by fresh ones from the job's status endpoint, fetched
+while the download holds its slot so that they are used at once; stems already on disk with
+their recorded size, in this run's format, are not fetched again. Stem names from
 the server are made safe and distinct ignoring case, and a job folder that is a symbolic link
 fails the job rather than being written through.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
 
 from batchpod.client import RemoteJob
+from batchpod.encode import EncodeError, encode, extension
 from batchpod.errors import DownloadError, DownloadLinkExpired
 from batchpod.journal import JobRecord, JobState
-from batchpod.models import ErrorRecord, Job, JobStatus, OutputFile
+from batchpod.models import ErrorRecord, Job, JobStatus, OutputFile, OutputSpec
 
 from ._crew import Crew
 from ._live import LiveJob
@@ -38,6 +48,7 @@ class Stems:
     def __init__(self, crew: Crew) -> None:
         self.crew = crew
         self._downloads = anyio.CapacityLimiter(crew.config.download_concurrency)
+        self._encodes = anyio.CapacityLimiter(os.cpu_count() or 1)
 
     async def fetch(self, job: Job, live: LiveJob, remote: RemoteJob) -> None:
         """Download every stem not already on disk, then record the job as done."""
@@ -47,14 +58,36 @@ class Stems:
         except OSError as exc:
             message = f"cannot create {folder}: {exc.strerror or exc}"
             raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
-        have = await anyio.to_thread.run_sync(_still_there, live.files)
+        have = await anyio.to_thread.run_sync(_still_there, live.files, self.crew.output)
         live.files = list(have.values())
-        names = file_names(remote.download_urls)
+        output = self.crew.output
+        names = file_names(
+            remote.download_urls, ext=None if output.as_served else extension(output)
+        )
         for stem in sorted(remote.download_urls):
             if stem not in have:
                 dest = folder / names[stem]
-                remote, size = await self._download(live, remote, stem, dest)
-                live.files.append(await anyio.to_thread.run_sync(written, stem, dest, size))
+                if output.as_served:
+                    remote, size = await self._download(live, remote, stem, dest)
+                    live.files.append(await anyio.to_thread.run_sync(written, stem, dest, size))
+                    continue
+                served = dest.with_name(f".{dest.name}.part-served")
+                remote, served_size = await self._download(live, remote, stem, served)
+                try:
+                    await anyio.to_thread.run_sync(
+                        encode, served, dest, output, limiter=self._encodes
+                    )
+                except EncodeError as exc:
+                    raise JobFailed(ErrorRecord(type="EncodeError", message=str(exc))) from exc
+                except OSError as exc:
+                    message = f"cannot write {dest}: {exc.strerror or exc}"
+                    raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
+                finally:
+                    served.unlink(missing_ok=True)
+                file = await anyio.to_thread.run_sync(written, stem, dest, dest.stat().st_size)
+                live.files.append(
+                    dataclasses.replace(file, served_size=served_size, encoding=output.label)
+                )
         live.files.sort(key=lambda f: f.stem)
         try:  # the record that tells any later run, from any manifest, that this job is done
             await anyio.to_thread.run_sync(
@@ -111,18 +144,26 @@ def intact(record: JobRecord | None) -> bool:
     return record is not None and bool(record.files) and all(map(file_matches, record.files))
 
 
-def _still_there(files: list[OutputFile]) -> dict[str, OutputFile]:
-    """The recorded stems still there as written, by stem (blocking: may hash)."""
-    return {f.stem: f for f in files if file_matches(f)}
+def _still_there(files: list[OutputFile], output: OutputSpec) -> dict[str, OutputFile]:
+    """The recorded stems still there as written in the format ``output`` asks for, by stem
+    (blocking: may hash)."""
+    return {f.stem: f for f in files if f.encoding == output.label and file_matches(f)}
 
 
-def file_names(download_urls: Mapping[str, str]) -> dict[str, str]:
+def in_format(files: Sequence[OutputFile], output: OutputSpec) -> bool:
+    """Whether every recorded stem was written in the format ``output`` asks for."""
+    return all(f.encoding == output.label for f in files)
+
+
+def file_names(download_urls: Mapping[str, str], *, ext: str | None = None) -> dict[str, str]:
     """Each stem's file name in the job's folder: safe, and unique even where case is not
-    told apart (``Vocals`` and ``vocals``, or ``a/b`` and ``a_b``, get ``-2`` and so on)."""
+    told apart (``Vocals`` and ``vocals``, or ``a/b`` and ``a_b``, get ``-2`` and so on).
+    The extension is ``ext``, else the one the stem's link names (``.wav`` if none)."""
     names: dict[str, str] = {}
     taken: set[str] = set()
     for stem in sorted(download_urls):
-        base, suffix = _safe_stem(stem), _suffix(download_urls[stem])
+        base = _safe_stem(stem)
+        suffix = f".{ext}" if ext is not None else _suffix(download_urls[stem])
         name, n = f"{base}{suffix}", 1
         while name.lower() in taken:
             n += 1
