@@ -20,7 +20,7 @@ from batchpod.client import DEFAULT_BASE_URL
 from batchpod.errors import ConfigError
 from batchpod.fleet import DEFAULT_LEASE_S, DatabaseUrl, is_database_url
 from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource
-from batchpod.models import BITRATES_KBPS, Budget, Manifest, OutputFormat, OutputSpec
+from batchpod.models import Budget, Manifest, OutputFormat, OutputSpec, takes_bitrate
 from batchpod.retry import PollPolicy, RetryPolicy
 from batchpod.shards import Shard
 
@@ -193,13 +193,11 @@ class RunConfig:
         fmt = self.output_format
         if fmt is None or fmt is own.format:
             return own
-        depth = own.bit_depth if fmt.lossless else None
-        low, high = BITRATES_KBPS.get(fmt, (0, -1))
         rate = own.bitrate_kbps
         return OutputSpec(
             format=fmt,
-            bit_depth=depth,
-            bitrate_kbps=rate if rate is not None and low <= rate <= high else None,
+            bit_depth=own.bit_depth if fmt.lossless else None,
+            bitrate_kbps=rate if rate is not None and takes_bitrate(fmt, rate) else None,
         )
 
     def for_manifest(self, manifest: Manifest) -> RunConfig:

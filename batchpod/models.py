@@ -122,6 +122,12 @@ BITRATES_KBPS: Mapping[OutputFormat, tuple[int, int]] = {
 }
 
 
+def takes_bitrate(fmt: OutputFormat, kbps: int) -> bool:
+    """Whether ``fmt`` can be written at ``kbps`` (``BITRATES_KBPS``; lossless ones never)."""
+    low, high = BITRATES_KBPS.get(fmt, (0, -1))
+    return low <= kbps <= high
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputSpec:
     """How stems are written: their format, and its bit depth or bitrate (None: the
@@ -136,12 +142,8 @@ class OutputSpec:
             not self.format.lossless or self.bit_depth not in BIT_DEPTHS
         ):
             raise ValueError(f"bit depth {self.bit_depth} does not apply to {self.format}")
-        if self.bitrate_kbps is not None:
-            low, high = BITRATES_KBPS.get(self.format, (0, -1))
-            if not low <= self.bitrate_kbps <= high:
-                raise ValueError(
-                    f"bitrate {self.bitrate_kbps} kbps does not apply to {self.format}"
-                )
+        if self.bitrate_kbps is not None and not takes_bitrate(self.format, self.bitrate_kbps):
+            raise ValueError(f"bitrate {self.bitrate_kbps} kbps does not apply to {self.format}")
 
     @property
     def as_served(self) -> bool:

@@ -17,7 +17,15 @@ from typing import Any, Final
 from yaml.nodes import MappingNode, Node
 
 from batchpod.budget import dollars_to_cents
-from batchpod.models import BIT_DEPTHS, BITRATES_KBPS, Budget, Manifest, OutputFormat, OutputSpec
+from batchpod.models import (
+    BIT_DEPTHS,
+    BITRATES_KBPS,
+    Budget,
+    Manifest,
+    OutputFormat,
+    OutputSpec,
+    takes_bitrate,
+)
 
 from ._fields import JOB_KEYS, JobFields
 from ._jobs import Defaults, JobList
@@ -171,7 +179,7 @@ class Checker:
                     where, f"'output_bitrate_kbps' applies to mp3, ogg and opus, not {fmt.value}"
                 )
                 ok = False
-            elif not span[0] <= bitrate <= span[1]:
+            elif not takes_bitrate(fmt, bitrate):
                 report.on(
                     where,
                     f"'output_bitrate_kbps' for {fmt.value} must be from {span[0]} to "

@@ -74,7 +74,7 @@ class Stems:
                 served = dest.with_name(f".{dest.name}.part-served")
                 remote, served_size = await self._download(live, remote, stem, served)
                 try:
-                    await anyio.to_thread.run_sync(
+                    size = await anyio.to_thread.run_sync(
                         encode, served, dest, output, limiter=self._encodes
                     )
                 except EncodeError as exc:
@@ -84,7 +84,7 @@ class Stems:
                     raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
                 finally:
                     served.unlink(missing_ok=True)
-                file = await anyio.to_thread.run_sync(written, stem, dest, dest.stat().st_size)
+                file = await anyio.to_thread.run_sync(written, stem, dest, size)
                 live.files.append(
                     dataclasses.replace(file, served_size=served_size, encoding=output.label)
                 )
@@ -147,12 +147,16 @@ def intact(record: JobRecord | None) -> bool:
 def _still_there(files: list[OutputFile], output: OutputSpec) -> dict[str, OutputFile]:
     """The recorded stems still there as written in the format ``output`` asks for, by stem
     (blocking: may hash)."""
-    return {f.stem: f for f in files if f.encoding == output.label and file_matches(f)}
+    return {f.stem: f for f in files if _in_format(f, output) and file_matches(f)}
 
 
 def in_format(files: Sequence[OutputFile], output: OutputSpec) -> bool:
     """Whether every recorded stem was written in the format ``output`` asks for."""
-    return all(f.encoding == output.label for f in files)
+    return all(_in_format(f, output) for f in files)
+
+
+def _in_format(file: OutputFile, output: OutputSpec) -> bool:
+    return file.encoding == output.label
 
 
 def file_names(download_urls: Mapping[str, str], *, ext: str | None = None) -> dict[str, str]:
