@@ -28,6 +28,7 @@ _UNSETTLED: dict[JobState, JobStatus] = {
     JobState.SUBMITTED: JobStatus.INTERRUPTED,
     JobState.COMPLETED: JobStatus.INTERRUPTED,
     JobState.DOWNLOADED: JobStatus.SUCCEEDED,
+    JobState.CLEANED: JobStatus.SUCCEEDED,
     JobState.FAILED: JobStatus.FAILED,
 }
 
@@ -117,7 +118,7 @@ def _result(job: Job, row: JobRow, fleet: FleetRow, alive: frozenset[str]) -> Jo
             reason = f"in flight (worker {row.owner})"
         elif record.state is JobState.FAILED:
             reason = "failed in an earlier run (--retry-failed submits it again)"
-        elif record.state is JobState.DOWNLOADED:
+        elif record.state.done:
             reason = None
         elif fleet.stop_reason is not None:
             reason = fleet.stop_reason
@@ -133,6 +134,7 @@ def _result(job: Job, row: JobRow, fleet: FleetRow, alive: frozenset[str]) -> Jo
         cost_cents=record.cost_cents,
         estimated_cents=row.estimated_cents,
         files=record.files,
+        deleted_remote=record.state is JobState.CLEANED,
         quality_scores=record.quality_scores,
         error=record.error,
         reason=reason,

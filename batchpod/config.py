@@ -23,6 +23,7 @@ from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource
 from batchpod.models import Budget, Manifest, OutputFormat, OutputSpec, takes_bitrate
 from batchpod.retry import PollPolicy, RetryPolicy
 from batchpod.shards import Shard
+from batchpod.templates import PathTemplate, TemplateError
 
 if TYPE_CHECKING:
     from batchpod.results import Format
@@ -53,9 +54,12 @@ class RunConfig:
     # bit depth or bitrate is kept where it applies to this format.
     output_format: OutputFormat | None = None
     output: OutputSpec | None = None  # the whole output spec; None: as the two above make it
+    output_path: str | None = None  # where each stem goes in output_dir; None: the manifest's
     download: bool = True  # False: stop at completed jobs and record their links
     retry_failed: bool = False  # submit jobs that failed in an earlier run again
     force: bool = False  # submit jobs already done (in the state or output_dir) again
+    # Delete each job at AudioPod once its stems are stored and that is committed.
+    delete_remote: bool = False
 
     # -- money (integer cents)
     max_spend_cents: int | None = None  # None: the manifest's budget.max_spend_usd
@@ -108,6 +112,8 @@ class RunConfig:
                 )
             if self.force:
                 raise ConfigError("--force is for an SQLite state, not a fleet's")
+            if self.delete_remote:
+                raise ConfigError("--delete-remote is for an SQLite state, not a fleet's")
         if not (math.isfinite(self.lease_s) and self.lease_s >= 1):
             raise ConfigError("the lease must be at least 1 s")
         for name in ("results_path", "state_path", "output_dir"):
@@ -122,6 +128,14 @@ class RunConfig:
                 raise ConfigError(
                     f"unknown output format {self.output_format!r}: use {choices}"
                 ) from None
+        if self.output_path is not None:
+            try:
+                PathTemplate.parse(self.output_path)
+            except TemplateError as exc:
+                hint = f" ({exc.hint})" if exc.hint else ""
+                raise ConfigError(f"{exc.message}{hint}") from None
+        if self.delete_remote and not self.download:
+            raise ConfigError("--delete-remote needs the stems downloaded (not --no-download)")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if not self.job_timeout_s > 0:
@@ -209,6 +223,7 @@ class RunConfig:
             concurrency=self.concurrency or manifest.concurrency,
             output_dir=self.output_dir or manifest.output_dir,
             output=self.output_for(manifest),
+            output_path=self.output_path or manifest.output_path,
             max_spend_cents=budget.max_spend_cents,
             keep_balance_cents=budget.keep_balance_cents,
         )

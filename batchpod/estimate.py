@@ -103,7 +103,7 @@ def prior_work_of(record: JobRecord | None) -> PriorWork:
     """A job's state-file row (None: none) as far as money goes."""
     if record is None or record.state is JobState.PENDING:
         return PriorWork.TO_RUN
-    if record.state is JobState.DOWNLOADED:
+    if record.state.done:
         return PriorWork.DONE
     if record.state is JobState.FAILED:
         return PriorWork.FAILED

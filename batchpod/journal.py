@@ -4,13 +4,15 @@ This is the only module that touches the state file. Every transition of a job's
 machine is committed before the step it enables, so a crash at any moment leaves a state that
 a re-run can finish from without paying twice::
 
-    pending -> submitting -> submitted -> completed -> downloaded
+    pending -> submitting -> submitted -> completed -> downloaded -> cleaned
                    |             |            \\-> (download failed: stays completed)
                    v             v
                 unknown        failed
 
 - ``submitting`` is committed *before* the submit request is sent (with the time of that
   intent), ``submitted`` as soon as the response names the remote job.
+- ``cleaned``: downloaded, and the job then deleted at AudioPod (``run --delete-remote``,
+  ``batchpod cleanup``), which is done only once ``downloaded`` is committed.
 - ``unknown``: the submit may or may not have reached AudioPod. It is reconciled against
   AudioPod's job list, never blindly sent again.
 - Jobs are keyed by content (``identity.content_key``): a hash of the normalised source (a
@@ -54,8 +56,14 @@ class JobState(StrEnum):
     SUBMITTED = "submitted"
     COMPLETED = "completed"
     DOWNLOADED = "downloaded"
+    CLEANED = "cleaned"  # downloaded, and its AudioPod job deleted since
     FAILED = "failed"
     UNKNOWN = "unknown"
+
+    @property
+    def done(self) -> bool:
+        """Every stem was stored (its AudioPod job may have been deleted since)."""
+        return self in (JobState.DOWNLOADED, JobState.CLEANED)
 
     @property
     def unsettled(self) -> bool:

@@ -36,6 +36,7 @@ RANK: Final[Mapping[JobState, int]] = {
     JobState.SUBMITTED: 3,
     JobState.COMPLETED: 4,
     JobState.DOWNLOADED: 5,
+    JobState.CLEANED: 6,
 }
 
 

@@ -175,6 +175,8 @@ class Manifest:
     budget: Budget
     jobs: tuple[Job, ...]
     output: OutputSpec = OutputSpec()
+    # Where each stem goes inside output_dir (``batchpod.templates``), checked when read.
+    output_path: str = "{name}/{stem}.{ext}"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -234,6 +236,7 @@ class JobResult:
     reason: str | None = None  # for skipped jobs: why
     duplicate_of: str | None = None  # the job (by name) that does this one's work
     retries: Mapping[str, int] = field(default_factory=dict)  # this run's retries, by cause
+    deleted_remote: bool = False  # its AudioPod job was deleted once its stems were stored
 
     @property
     def ok(self) -> bool:

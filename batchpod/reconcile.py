@@ -28,19 +28,12 @@ from batchpod.client import RemoteJob
 from batchpod.identity import normalize_url
 from batchpod.models import Job, Mode
 from batchpod.poller import StatusApi, read_job_list
+from batchpod.templates import DOCUMENTED_STEMS
 
 #: How far AudioPod's clock may lag ours and a matching job still count as "after the intent".
 CLOCK_ALLOWANCE_S = 120.0
 #: How deep into the job list to look (newest first) before calling the answer doubtful.
 MAX_PAGES = 50
-
-# The stem names each mode is known to produce (AudioPod's docs and the sandbox); modes not
-# listed ("up to N" stems whose names are not all documented) are not checked by name.
-_MODE_STEMS: dict[Mode, frozenset[str]] = {
-    Mode.TWO: frozenset({"vocals", "no_vocals", "instrumental"}),
-    Mode.FOUR: frozenset({"vocals", "drums", "bass", "other"}),
-    Mode.SIX: frozenset({"vocals", "drums", "bass", "other", "guitar", "piano"}),
-}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,8 +125,8 @@ def _stems_fit(job: Job, row: RemoteJob) -> bool:
         return True  # still running: its stems are not known yet
     if job.mode is Mode.SINGLE:
         return job.stem is not None and job.stem.value in stems
-    allowed = _MODE_STEMS.get(job.mode)
-    return allowed is None or stems <= allowed
+    allowed = DOCUMENTED_STEMS.get(job.mode)
+    return allowed is None or stems <= set(allowed)
 
 
 def _last_segment(url: str) -> str:

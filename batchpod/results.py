@@ -170,6 +170,8 @@ def _entry(result: JobResult, base: Path) -> dict[str, Any]:
     entry["cost_usd"] = usd(result.cost_cents) if result.cost_cents is not None else None
     if result.files:
         entry["files"] = [_file_entry(f, base) for f in result.files]
+    if result.deleted_remote:
+        entry["deleted_remote"] = True
     if result.quality_scores:
         entry["quality_scores"] = dict(sorted(result.quality_scores.items()))
     if result.download_urls:

@@ -31,9 +31,11 @@ from batchpod.budget import BudgetGuard
 from batchpod.charges import PAGE_ROWS, read_charges
 from batchpod.client import ApiClient
 from batchpod.config import RunConfig
+from batchpod.encode import extension
 from batchpod.errors import (
     ApiError,
     BatchpodError,
+    ConfigError,
     ExitCode,
     LeaseLost,
     OutputError,
@@ -51,6 +53,7 @@ from batchpod.paths import results_path_for, state_path_for, worker_results_path
 from batchpod.results import Renderer, RunHeader, write_atomic
 from batchpod.runner import Pool, Reporter, Stop, StopReason
 from batchpod.shards import CapShare, Shard, cap_share, shard_share
+from batchpod.templates import MAX_COMPONENT_BYTES, PathTemplate, clashes
 
 if TYPE_CHECKING:
     from batchpod.fleet import FleetWorker
@@ -96,6 +99,26 @@ def exit_code_for(stop: Stop | None, results: Sequence[JobResult]) -> ExitCode:
     return ExitCode.OK
 
 
+def _check_output_path(manifest: Manifest, config: RunConfig) -> None:
+    """Refuse an output path given for this run that would put two jobs' stems on one path
+    (the manifest's own was checked when it was read)."""
+    assert config.output_path is not None and config.output is not None
+    template = PathTemplate.parse(config.output_path)
+    ext = "wav" if config.output.as_served else extension(config.output)
+    for found in clashes(template, manifest.jobs, ext=ext):
+        if isinstance(found, int):
+            name = manifest.jobs[found].name
+            raise ConfigError(
+                f"--output-path gives job {name!r} a folder or file name longer than "
+                f"{MAX_COMPONENT_BYTES} bytes"
+            )
+        first, later = manifest.jobs[found.first].name, manifest.jobs[found.second].name
+        raise ConfigError(
+            f"--output-path would write a stem of job {later!r} to {found.path}, where job "
+            f"{first!r} writes one: every job's stems need paths of their own (add {{name}})"
+        )
+
+
 async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Reporter) -> RunSummary:
     """Run every job of ``manifest`` (see the module docstring); ``config`` names the API and
     carries the key (``config.base_url`` and ``config.api_key`` must be set)."""
@@ -104,6 +127,8 @@ async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Report
     base_url = config.base_url
     started = time.time()
     config = config.for_manifest(manifest)
+    if config.output_path != manifest.output_path:
+        _check_output_path(manifest, config)
     header = RunHeader(
         batchpod_version=__version__,
         manifest=manifest.path,

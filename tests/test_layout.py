@@ -22,11 +22,11 @@ LAYERS: list[set[str]] = [
     {"cli"},
     {"batchpod"},  # the package root: the public face
     {"api"},
-    {"session", "reporters"},
+    {"session", "reporters", "cleanup"},
     {"runner", "standing", "recovery", "census"},
     {"config", "merge", "reconcile", "layouts"},
     {"manifest", "keys", "charges", "poller", "estimate", "report", "fleet"},
-    {"client", "journal", "paths"},
+    {"client", "journal", "paths", "templates"},
     {"flow", "identity", "results", "shards"},
     {"budget", "retry", "logs", "audio", "encode"},
     {"errors", "models", "_version", "sandbox"},

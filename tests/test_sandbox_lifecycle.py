@@ -373,7 +373,13 @@ async def test_stats_count_requests_submissions_and_peaks(
     assert stats["submissions"] == {"URL/four": 3, "URL/single/vocals": 1}
     assert stats["peak_active_by_key"] == {sb.api_key: 3, "ap_second": 1}
     assert stats["active_by_key"] == {sb.api_key: 0, "ap_second": 0}
-    assert stats["jobs"] == {"created": 4, "stored": 4, "active": 0, "peak_active": 4}
+    assert stats["jobs"] == {
+        "created": 4,
+        "stored": 4,
+        "deleted": 0,
+        "active": 0,
+        "peak_active": 4,
+    }
     assert stats["wallets"]["ap_second"]["plan"] == "basic"
 
 

@@ -23,7 +23,7 @@ from batchpod._version import __version__
 from batchpod.errors import BatchpodError, ExitCode, ManifestError
 from batchpod.logs import LogFormat
 
-from . import estimate, fleet, keys, recovery, results, run, sandbox, status, validate
+from . import cleanup, estimate, fleet, keys, recovery, results, run, sandbox, status, validate
 from ._options import PROG
 
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parsers(commands)  # balance, key
     results.add_parsers(commands)  # merge, report
     recovery.add_parsers(commands)  # recover, resolve
+    cleanup.add_parsers(commands)
     sandbox.add_parsers(commands)
     return parser
 

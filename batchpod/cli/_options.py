@@ -155,7 +155,7 @@ def sqlite_state(args: argparse.Namespace, command: str) -> Path | None:
     return value
 
 
-_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def duration(text: str) -> float:

@@ -52,7 +52,8 @@ def add_parsers(commands: Commands) -> None:
         help="run every job of a manifest: submit, poll, download, write results",
         description=(
             "Validate the manifest, then submit its jobs to AudioPod (concurrency at a time), "
-            "poll them, download every stem to output_dir/NAME/ (encoded to output_format), "
+            "poll them, download every stem into output_dir (to output_path, by default "
+            "NAME/STEM.EXT, encoded to output_format), "
             "and write a results manifest next to the manifest. Nothing is submitted while "
             "the manifest has problems."
         ),
@@ -89,6 +90,13 @@ def add_parsers(commands: Commands) -> None:
         choices=[f.value for f in OutputFormat],
         help="the format stems are written in, overriding the manifest's 'output_format' "
         "(wav: as AudioPod serves them; the others are encoded here)",
+    )
+    run.add_argument(
+        "--output-path",
+        metavar="TEMPLATE",
+        help="where each stem goes inside the output folder, overriding the manifest's "
+        "'output_path' (default {name}/{stem}.{ext}; fields {name} {stem} {ext} {mode} "
+        "{source})",
     )
     run.add_argument(
         "--no-download",
@@ -164,6 +172,12 @@ def add_parsers(commands: Commands) -> None:
         "any earlier run) again; each is a new charge",
     )
     run.add_argument(
+        "--delete-remote",
+        action="store_true",
+        help="delete each job at AudioPod once all its stems are stored and that is "
+        "recorded (and jobs earlier runs stored); a crash in between is finished by the next run",
+    )
+    run.add_argument(
         "--grace",
         metavar="SECONDS",
         type=seconds,
@@ -221,9 +235,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         concurrency=args.concurrency,
         output_dir=args.output_dir,
         output_format=args.output_format,
+        output_path=args.output_path,
         download=not args.no_download,
         retry_failed=args.retry_failed,
         force=args.force,
+        delete_remote=args.delete_remote,
         max_spend_cents=args.max_spend,
         keep_balance_cents=args.keep_balance,
         budget_scope=args.budget_scope,

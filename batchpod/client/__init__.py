@@ -38,6 +38,7 @@ from batchpod.errors import is_transient, outcome_unknown, redact
 
 from ._api import ApiClient
 from ._classify import parse_retry_after
+from ._download import temp_prefix as download_temp_prefix
 from ._key_models import ApiKeyInfo, CreatedApiKey, KeyStatus, RevokedApiKey, is_key_shaped
 from ._models import (
     DEFAULT_BASE_URL,
@@ -65,6 +66,7 @@ __all__ = [
     "RequestCounts",
     "RevokedApiKey",
     "UsageRow",
+    "download_temp_prefix",
     "is_key_shaped",
     "is_transient",
     "outcome_unknown",

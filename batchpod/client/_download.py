@@ -27,6 +27,12 @@ MAX_STORAGE_ERROR_BYTES: Final = 16 * 1024  # an S3 XML error is a few hundred b
 _TEMP_NAME_CHARS: Final = 200  # leaves room for ".part-..." within a 255-byte name
 
 
+def temp_prefix(dest: Path) -> str:
+    """How the name of a download's temporary file for ``dest`` begins (then a random
+    tail), so that what a killed run left can be found and cleared."""
+    return f".{dest.name[:_TEMP_NAME_CHARS]}.part-"
+
+
 async def fetch_to_file(
     session: aiohttp.ClientSession,
     url: str,
@@ -39,7 +45,7 @@ async def fetch_to_file(
     ``ApiClient.download``)."""
     target = _checked_url(url)
     where = f"{target.host}{target.path}"  # never the query: it holds the signature
-    temp = dest.parent / f".{dest.name[:_TEMP_NAME_CHARS]}.part-{secrets.token_hex(6)}"
+    temp = dest.parent / f"{temp_prefix(dest)}{secrets.token_hex(6)}"
     handle: IO[bytes] | None = None
     done = False
     try:

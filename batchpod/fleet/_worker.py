@@ -309,7 +309,7 @@ class FleetWorker:
         failed = "" if self.retry_failed else "AND j.state <> 'failed'"
         return f"""j.fleet_id = %(fleet)s AND j.listed_epoch = %(epoch)s
                    AND j.settled_epoch IS DISTINCT FROM %(epoch)s
-                   AND j.state <> 'downloaded' {failed}"""
+                   AND j.state NOT IN ('downloaded', 'cleaned') {failed}"""
 
     async def claim(self, limit: int = 1) -> tuple[list[JobRecord], tuple[str, str] | None]:
         """Up to ``limit`` next jobs for this worker, in manifest order, now held by it (none

@@ -17,18 +17,27 @@ from typing import Any, Final
 from yaml.nodes import MappingNode, Node
 
 from batchpod.budget import dollars_to_cents
+from batchpod.encode import extension
 from batchpod.models import (
     BIT_DEPTHS,
     BITRATES_KBPS,
     Budget,
+    Job,
     Manifest,
     OutputFormat,
     OutputSpec,
     takes_bitrate,
 )
+from batchpod.templates import (
+    DEFAULT_OUTPUT_PATH,
+    MAX_COMPONENT_BYTES,
+    PathTemplate,
+    TemplateError,
+    clashes,
+)
 
 from ._fields import JOB_KEYS, JobFields
-from ._jobs import Defaults, JobList
+from ._jobs import Defaults, Draft, JobList
 from ._limits import ManifestLimits
 from ._naming import check_duplicates, finish_jobs
 from ._report import Reporter
@@ -51,7 +60,7 @@ DEFAULT_OUTPUT_DIR: Final = "stems/"
 DEFAULT_CONCURRENCY: Final = 8
 MAX_CONCURRENCY: Final = 10_000
 
-OUTPUT_KEYS: Final = ("output_format", "output_bit_depth", "output_bitrate_kbps")
+OUTPUT_KEYS: Final = ("output_format", "output_bit_depth", "output_bitrate_kbps", "output_path")
 TOP_KEYS: Final = (
     "version",
     "defaults",
@@ -91,6 +100,7 @@ class Checker:
         version = self.version(top.get("version"), root)
         output_dir = self.output_dir(top.get("output_dir"))
         output = self.output_spec(top)
+        template = self.output_path(top.get("output_path"))
         concurrency = self.concurrency(top.get("concurrency"))
         budget = self.budget(top.get("budget"))
         defaults = self.defaults(top.get("defaults"))
@@ -99,9 +109,12 @@ class Checker:
 
         if report.problems or version is None or output_dir is None or budget is None:
             return None
-        if concurrency is None or output is None:
+        if concurrency is None or output is None or template is None:
             return None
         jobs = finish_jobs(drafts)
+        self.check_paths(template, jobs, drafts, output)
+        if report.problems:
+            return None
         return Manifest(
             path=self.base / Path(self.shown).name,
             version=version,
@@ -110,6 +123,7 @@ class Checker:
             budget=budget,
             jobs=jobs,
             output=output,
+            output_path=template.text,
         )
 
     def version(self, node: Node | None, root: Node) -> int | None:
@@ -187,6 +201,48 @@ class Checker:
                 )
                 ok = False
         return OutputSpec(format=fmt, bit_depth=depth, bitrate_kbps=bitrate) if ok else None
+
+    def output_path(self, node: Node | None) -> PathTemplate | None:
+        """``output_path``: where each stem goes inside the output folder."""
+        if node is None:
+            return PathTemplate.parse(DEFAULT_OUTPUT_PATH)
+        text = string(node, "'output_path'", self.report)
+        if text is None:
+            return None
+        try:
+            return PathTemplate.parse(text)
+        except TemplateError as exc:
+            self.report.on(node, exc.message, exc.hint)
+            return None
+
+    def check_paths(
+        self,
+        template: PathTemplate,
+        jobs: tuple[Job, ...],
+        drafts: list[Draft],
+        output: OutputSpec,
+    ) -> None:
+        """Report each job whose stems would be written where another job's are, or to a
+        name too long for a file system."""
+        ext = "wav" if output.as_served else extension(output)
+        for found in clashes(template, jobs, ext=ext):
+            if isinstance(found, int):
+                self.report.at(
+                    drafts[found].at,
+                    f"job {drafts[found].number}'s output path has a folder or file name "
+                    f"longer than {MAX_COMPONENT_BYTES} bytes",
+                    "give it a shorter name, or use fewer fields in one folder of output_path",
+                )
+                continue
+            first, later = drafts[found.first], drafts[found.second]
+            what = f"stem {found.stem}" if found.stem is not None else "stems"
+            self.report.at(
+                later.at,
+                f"job {later.number}'s {what} would be written to "
+                f"'{self.report.quote(found.path)}', as job {first.number}'s (line {first.at[0]})",
+                "output_path must give every job's stems paths of their own, ignoring case; "
+                "add {name}",
+            )
 
     def whole(self, node: Node | None, key: str) -> Any:
         """A whole number of 1 or more, None if absent, INVALID (reported) otherwise."""

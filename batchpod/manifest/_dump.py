@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from batchpod.models import Manifest
+from batchpod.templates import DEFAULT_OUTPUT_PATH
 
 __all__ = ["dump_manifest"]
 
@@ -29,6 +30,8 @@ def dump_manifest(manifest: Manifest) -> str:
         top["output_bit_depth"] = manifest.output.bit_depth
     if manifest.output.bitrate_kbps is not None:
         top["output_bitrate_kbps"] = manifest.output.bitrate_kbps
+    if manifest.output_path != DEFAULT_OUTPUT_PATH:
+        top["output_path"] = manifest.output_path
     budget: dict[str, float] = {}
     if manifest.budget.max_spend_cents is not None:
         budget["max_spend_usd"] = manifest.budget.max_spend_cents / 100

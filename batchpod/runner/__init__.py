@@ -14,6 +14,7 @@ Public API::
         .halt(stop, cancel_in_flight=)  take no new jobs (the session's signal handler)
         .results(), .stop, .in_flight, .peak_in_flight, .worked, .retry_counts, .changes
     StemApi, JournalSink, Reporter    what the pool talks to (protocols)
+    intact(record)                    whether a job's recorded stems are all still as written
     Stop, StopReason                  why a run stopped early, and its exit code
 
 Modules, one job each:
@@ -35,5 +36,6 @@ from __future__ import annotations
 from ._outcomes import Stop, StopReason
 from ._pool import Pool
 from ._ports import JournalSink, Reporter, StemApi
+from ._stems import intact
 
-__all__ = ["JournalSink", "Pool", "Reporter", "StemApi", "Stop", "StopReason"]
+__all__ = ["JournalSink", "Pool", "Reporter", "StemApi", "Stop", "StopReason", "intact"]

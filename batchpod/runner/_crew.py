@@ -19,7 +19,13 @@ from typing import TypeVar
 
 from batchpod.budget import BudgetGuard, Refused
 from batchpod.config import RunConfig
-from batchpod.errors import ApiError, AuthenticationError, DownloadLinkExpired, RateLimited
+from batchpod.errors import (
+    ApiError,
+    AuthenticationError,
+    DownloadLinkExpired,
+    JobNotFound,
+    RateLimited,
+)
 from batchpod.estimate import estimate_cents
 from batchpod.flow import SubmitWindow, pause_before_retry, with_retries
 from batchpod.journal import JobState
@@ -27,6 +33,7 @@ from batchpod.logs import event
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputSpec
 from batchpod.poller import StatusBoard
 from batchpod.retry import retry_cause
+from batchpod.templates import DEFAULT_OUTPUT_PATH, PathTemplate
 
 from ._live import LiveJob
 from ._outcomes import JobFailed, Stop, error_record
@@ -64,6 +71,7 @@ class Crew:
         self.concurrency: int = config.concurrency
         self.output_dir: Path = config.output_dir
         self.output: OutputSpec = config.output or OutputSpec()
+        self.layout = PathTemplate.parse(config.output_path or DEFAULT_OUTPUT_PATH)
         self.budget = budget
         self.reporter = reporter
         self.journal = journal
@@ -141,6 +149,37 @@ class Crew:
         """Move the job to ``state`` and make that durable before going on."""
         live.state = state
         await self.journal.put(live.record())
+
+    async def delete_remote(self, live: LiveJob) -> None:
+        """Delete the job at AudioPod, its stems all stored and that committed
+        (``downloaded``); then record it ``cleaned``. A job AudioPod no longer has counts as
+        deleted (a killed run's delete may have reached it). A delete that fails is logged
+        and the job stays ``downloaded``: the next run with --delete-remote tries again."""
+        assert live.remote_id is not None and live.state is JobState.DOWNLOADED
+        job = self.jobs[live.index]
+        try:
+            await with_retries(
+                functools.partial(self.api.delete_job, live.remote_id),
+                policy=self.config.retry,
+                rng=self.rng,
+                on_retry=functools.partial(self.retried, live),
+                on_error=self.failed_once,
+            )
+        except JobNotFound:
+            pass  # gone already: what this step is for
+        except AuthenticationError:
+            raise
+        except ApiError as exc:
+            self.reporter.job_event(job, "could not delete at AudioPod", str(exc))
+            log.warning(
+                "could not delete AudioPod job %s: %s",
+                live.remote_id,
+                exc,
+                extra=event("delete_failed", job=live.name, remote_id=live.remote_id),
+            )
+            return
+        await self.save(live, JobState.CLEANED)
+        self.reporter.job_event(job, "deleted at AudioPod", f"id {live.remote_id}")
 
     def finish(self, live: LiveJob, status: JobStatus, *, error: ErrorRecord | None = None) -> None:
         live.finish(status, error=error)

@@ -94,7 +94,7 @@ class Follower:
         if remote.quality_scores:
             live.quality_scores = dict(remote.quality_scores)
         live.download_urls = dict(remote.download_urls)
-        if live.state is not JobState.DOWNLOADED:
+        if not live.state.done:
             await crew.save(live, JobState.COMPLETED)
         crew.reporter.job_event(job, "separated", f"{len(remote.download_urls)} stems")
         if not download:

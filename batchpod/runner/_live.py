@@ -107,4 +107,5 @@ class LiveJob:
             reason=reason,
             duplicate_of=self.duplicate_of,
             retries=dict(self.retries),
+            deleted_remote=self.state is JobState.CLEANED,
         )

@@ -32,6 +32,8 @@ class StemApi(Protocol):
 
     async def balance(self) -> Balance: ...
 
+    async def delete_job(self, job_id: str) -> None: ...
+
 
 class JournalSink(Protocol):
     """Where job records go: ``put`` returns once the record is durable."""

@@ -18,7 +18,7 @@ import anyio
 
 from batchpod.errors import ApiError
 from batchpod.journal import JobRecord, JobState
-from batchpod.models import Job, JobStatus
+from batchpod.models import ErrorRecord, Job, JobStatus
 
 from ._crew import Crew
 from ._live import LiveJob
@@ -93,10 +93,15 @@ async def starting_point(
     no longer match is not trusted, but its AudioPod job is followed for fresh stems."""
     config = crew.config
     state = prior.state if prior is not None else JobState.PENDING
-    if prior is not None and state is JobState.DOWNLOADED:
+    if prior is not None and state.done:
         if config.force:
             _forget(live)
             state = JobState.PENDING
+        elif state is JobState.CLEANED and not (
+            in_format(prior.files, crew.output) and await anyio.to_thread.run_sync(intact, prior)
+        ):
+            crew.finish(live, JobStatus.FAILED, error=CANNOT_FETCH_AGAIN)
+            return None
         elif not in_format(prior.files, crew.output) and prior.remote_id is not None:
             # Written in another format than this run's: fetched again from the same
             # AudioPod job (never paid again); the files already there are left alone.
@@ -104,6 +109,8 @@ async def starting_point(
             return JobState.COMPLETED
         elif await anyio.to_thread.run_sync(intact, prior):
             crew.reporter.job_event(job, "already done")
+            if state is JobState.DOWNLOADED and config.delete_remote and live.remote_id:
+                await crew.delete_remote(live)  # stored by an earlier run, not deleted yet
             crew.finish(live, JobStatus.SUCCEEDED)
             return None
     elif state is JobState.FAILED and not config.retry_failed:
@@ -134,6 +141,16 @@ async def starting_point(
     live.files = list(record.files)  # those still as written are not fetched again
     return JobState.COMPLETED
 
+
+#: Why a job whose AudioPod job was deleted cannot be done again without paying.
+CANNOT_FETCH_AGAIN = ErrorRecord(
+    type="RemoteDeleted",
+    message=(
+        "its stems are not all in the output folder as written (or not in this run's "
+        "format), and its AudioPod job was deleted (--delete-remote or cleanup): "
+        "--force submits it again, a new charge"
+    ),
+)
 
 #: The reason of a job found finished in the output folder.
 ALREADY_IN_OUTPUT = "already in output_dir"

@@ -1,7 +1,8 @@
 """The stems path of one job: download every stem into the job's folder, safely named, and
 encode it where the output format is not the WAV AudioPod serves.
 
-Each stem goes to ``output_dir/<name>/<stem><ext>`` through the client's atomic download
+Each stem goes to its place in the output folder (the manifest's ``output_path``, by default
+``<name>/<stem>.<ext>``, ``batchpod.templates``) through the client's atomic download
 (a new temporary file, then a rename). A stem to be encoded is downloaded first to a hidden
 ``.<file>.part-served`` beside its place, encoded from there in a worker thread (at most
 one encode per core at once, ``batchpod.encode``) and the served file removed; a crash in
@@ -20,26 +21,26 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import glob
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import anyio
 
-from batchpod.client import RemoteJob
+from batchpod.client import RemoteJob, download_temp_prefix
 from batchpod.encode import EncodeError, encode, extension
 from batchpod.errors import DownloadError, DownloadLinkExpired
 from batchpod.journal import JobRecord, JobState
 from batchpod.models import ErrorRecord, Job, JobStatus, OutputFile, OutputSpec
+from batchpod.templates import PathTemplate, safe_stem
 
 from ._crew import Crew
 from ._live import LiveJob
 from ._outcomes import JobFailed, error_record
 from ._outputs import file_matches, written
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class Stems:
@@ -52,26 +53,30 @@ class Stems:
 
     async def fetch(self, job: Job, live: LiveJob, remote: RemoteJob) -> None:
         """Download every stem not already on disk, then record the job as done."""
-        folder = self.crew.output_dir / job.name
-        try:
-            await anyio.to_thread.run_sync(_prepare_folder, folder)
-        except OSError as exc:
-            message = f"cannot create {folder}: {exc.strerror or exc}"
-            raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
+        root = self.crew.output_dir
         have = await anyio.to_thread.run_sync(_still_there, live.files, self.crew.output)
         live.files = list(have.values())
         output = self.crew.output
-        names = file_names(
-            remote.download_urls, ext=None if output.as_served else extension(output)
+        places = stem_paths(
+            self.crew.layout,
+            job,
+            remote.download_urls,
+            ext=None if output.as_served else extension(output),
         )
         for stem in sorted(remote.download_urls):
             if stem not in have:
-                dest = folder / names[stem]
+                dest = root.joinpath(*places[stem].parts)
+                try:
+                    await anyio.to_thread.run_sync(_prepare_place, root, dest)
+                except OSError as exc:
+                    where = exc.filename or dest.parent
+                    message = f"cannot create {where}: {exc.strerror or exc}"
+                    raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
                 if output.as_served:
                     remote, size = await self._download(live, remote, stem, dest)
                     live.files.append(await anyio.to_thread.run_sync(written, stem, dest, size))
                     continue
-                served = dest.with_name(f".{dest.name}.part-served")
+                served = _served_path(dest)
                 remote, served_size = await self._download(live, remote, stem, served)
                 try:
                     size = await anyio.to_thread.run_sync(
@@ -103,6 +108,8 @@ class Stems:
             message = f"cannot record the finished job in {where}: {why}"
             raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
         await self.crew.save(live, JobState.DOWNLOADED)
+        if self.crew.config.delete_remote and live.remote_id is not None:
+            await self.crew.delete_remote(live)
         self.crew.finish(live, JobStatus.SUCCEEDED)
 
     async def _download(
@@ -159,45 +166,57 @@ def _in_format(file: OutputFile, output: OutputSpec) -> bool:
     return file.encoding == output.label
 
 
-def file_names(download_urls: Mapping[str, str], *, ext: str | None = None) -> dict[str, str]:
-    """Each stem's file name in the job's folder: safe, and unique even where case is not
-    told apart (``Vocals`` and ``vocals``, or ``a/b`` and ``a_b``, get ``-2`` and so on).
-    The extension is ``ext``, else the one the stem's link names (``.wav`` if none)."""
-    names: dict[str, str] = {}
+def stem_paths(
+    layout: PathTemplate, job: Job, download_urls: Mapping[str, str], *, ext: str | None = None
+) -> dict[str, PurePosixPath]:
+    """Each stem's path inside the output folder, by ``layout``: safe, and unique even where
+    case is not told apart (``Vocals`` and ``vocals``, or ``a/b`` and ``a_b``, get ``-2``
+    and so on). The extension is ``ext``, else the one the stem's link names (``wav`` if
+    none)."""
+    paths: dict[str, PurePosixPath] = {}
     taken: set[str] = set()
     for stem in sorted(download_urls):
-        base = _safe_stem(stem)
-        suffix = f".{ext}" if ext is not None else _suffix(download_urls[stem])
-        name, n = f"{base}{suffix}", 1
-        while name.lower() in taken:
+        base = safe_stem(stem)
+        suffix = ext if ext is not None else _suffix(download_urls[stem])
+        path, n = layout.render(job, base, suffix), 1
+        while str(path).casefold() in taken:
             n += 1
-            name = f"{base}-{n}{suffix}"
-        taken.add(name.lower())
-        names[stem] = name
-    return names
-
-
-def _safe_stem(stem: str) -> str:
-    """A stem name from the server as a file name: no separators, no dots in front."""
-    return _UNSAFE.sub("_", stem).lstrip(".")[:64] or "stem"
+            path = layout.render(job, f"{base}-{n}", suffix)
+        taken.add(str(path).casefold())
+        paths[stem] = path
+    return paths
 
 
 def _suffix(url: str) -> str:
     suffix = Path(urlsplit(url).path).suffix.lower()
-    return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".wav"
+    return suffix[1:] if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else "wav"
 
 
-def _prepare_folder(folder: Path) -> None:
-    """Create a job's folder, and clear temporary files a killed run left in it.
+def _prepare_place(root: Path, dest: Path) -> None:
+    """Create the folders of a stem's place in the output folder, and clear the temporary
+    files a killed run left for it (only its own: other jobs may share the folder).
 
-    A symbolic link in its place is refused: stems go inside ``output_dir``, never through a
-    link someone planted there to somewhere else.
+    A symbolic link on the way is refused: stems go inside the output folder, never through
+    a link someone planted there to somewhere else.
     """
-    if folder.is_symlink():
-        raise OSError(
-            errno.ELOOP,
-            "it is a symbolic link; batchpod does not write through links in the output folder",
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(".*.part-*"):
-        stale.unlink(missing_ok=True)
+    here = root
+    for part in dest.parent.relative_to(root).parts:
+        here = here / part
+        if here.is_symlink():
+            raise OSError(
+                errno.ELOOP,
+                "it is a symbolic link; batchpod does not write through links in the output folder",
+                str(here),
+            )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    served = _served_path(dest)
+    served.unlink(missing_ok=True)
+    # The downloads' temporary files, and the encoder's (named in full: encode.encode).
+    for prefix in {download_temp_prefix(dest), download_temp_prefix(served), f".{dest.name}.part-"}:
+        for stale in dest.parent.glob(f"{glob.escape(prefix)}*"):
+            stale.unlink(missing_ok=True)
+
+
+def _served_path(dest: Path) -> Path:
+    """Where a stem to be encoded is downloaded first, as served."""
+    return dest.with_name(f".{dest.name}.part-served")

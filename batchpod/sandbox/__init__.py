@@ -64,7 +64,7 @@ How it differs from the real service:
     {"requests": {"POST /api/v1/stem-extraction/api/extract": 3, ...},   # method + route
      "responses": {"200": 10, "429": 1, ...},                             # by status code
      "submissions": {"URL/four": 2, "FILE/single/vocals": 1, ...},         # source/mode[/stem]
-     "jobs": {"created": n, "stored": n, "active": n, "peak_active": n},
+     "jobs": {"created": n, "stored": n, "deleted": n, "active": n, "peak_active": n},
      "active_by_key": {key: n}, "peak_active_by_key": {key: n},
      "wallets": {key: {"plan", "initial_cents", "balance_cents", "reserved_cents", "spent_cents"}},
                                          # keys of one user show that user's one wallet

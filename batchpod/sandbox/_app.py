@@ -249,6 +249,9 @@ async def _list_jobs(request: web.Request) -> web.StreamResponse:
 async def _delete_job(request: web.Request) -> web.StreamResponse:
     state, account, now = _account_and_now(request)
     state.delete_job(account, _job_id(request), now=now)
+    if state.settings.delete_reply_delay_s:
+        # Deleted from here on: a client that dies now has not learnt it (crash tests).
+        await asyncio.sleep(state.settings.delete_reply_delay_s)
     return web.Response(status=204)
 
 

@@ -169,6 +169,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, server: bool = True) -> No
         help="delay added to every stem download, after its link is checked (default %(default)s)",
     )
     add(
+        "--delete-reply-delay",
+        dest="sandbox_delete_reply_delay_s",
+        type=float,
+        default=d.delete_reply_delay_s,
+        metavar="SECONDS",
+        help="delay between a delete removing its job and the reply (default %(default)s)",
+    )
+    add(
         "--submit-reply-delay",
         dest="sandbox_submit_reply_delay_s",
         type=float,
@@ -305,6 +313,7 @@ def settings_from_args(ns: argparse.Namespace) -> SandboxSettings:
         lost_submit_rate=ns.sandbox_lost_submit_rate,
         lost_submit_mode=ns.sandbox_lost_submit_mode,
         submit_reply_delay_s=ns.sandbox_submit_reply_delay_s,
+        delete_reply_delay_s=ns.sandbox_delete_reply_delay_s,
         retry_after_s=ns.sandbox_retry_after_s,
         rps_limit=ns.sandbox_rps_limit,
         download_ttl_s=ns.sandbox_download_ttl_s,

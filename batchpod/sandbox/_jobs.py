@@ -78,6 +78,7 @@ class JobStore:
         self._next_id = FIRST_JOB_ID
         self._active_total = 0
         self._peak_total = 0
+        self._deleted = 0
 
     def submit(
         self,
@@ -172,6 +173,7 @@ class JobStore:
             self._ledger.refund(job, at=now)
         del account.jobs[job_id]
         del self.jobs[job_id]
+        self._deleted += 1
 
     def stored_stem(self, job_id: int, stem: str) -> Job | None:
         """The completed job that holds `stem`, if it still exists."""
@@ -183,10 +185,12 @@ class JobStore:
         return job
 
     def totals(self) -> dict[str, int]:
-        """Jobs created, still stored, unfinished now, and the most unfinished at once."""
+        """Jobs created, still stored, deleted, unfinished now, and the most unfinished at
+        once."""
         return {
             "created": self._next_id - FIRST_JOB_ID,
             "stored": len(self.jobs),
+            "deleted": self._deleted,
             "active": self._active_total,
             "peak_active": self._peak_total,
         }

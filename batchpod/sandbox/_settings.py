@@ -71,6 +71,7 @@ class SandboxSettings:
     latency_s: float = 0.0  # added before every /api/ and /health response
     download_latency_s: float = 0.0  # added to every stem download, after its link is checked
     submit_reply_delay_s: float = 0.0  # after a submit creates its job, before the reply
+    delete_reply_delay_s: float = 0.0  # after a delete removes its job, before the reply
     failure_rate: float = 0.0  # fraction of jobs that end FAILED (and are refunded)
     rate_429: float = 0.0  # fraction of /api/ requests answered 429 before any work
     rate_5xx: float = 0.0  # fraction of /api/ requests answered 500/502/503 before any work
@@ -113,6 +114,7 @@ class SandboxSettings:
         _check_seconds("latency_s", self.latency_s)
         _check_seconds("download_latency_s", self.download_latency_s)
         _check_seconds("submit_reply_delay_s", self.submit_reply_delay_s)
+        _check_seconds("delete_reply_delay_s", self.delete_reply_delay_s)
         for name in ("failure_rate", "rate_429", "rate_5xx", "lost_submit_rate"):
             _check_rate(name, getattr(self, name))
         if self.rate_429 + self.rate_5xx > 1.0:
