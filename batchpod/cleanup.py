@@ -27,6 +27,7 @@ from batchpod.journal import JobRecord, JobState, Journal
 from batchpod.models import Job
 from batchpod.retry import RetryPolicy
 from batchpod.runner import intact
+from batchpod.storage import Shelf
 
 __all__ = ["Candidate", "Cleanup", "RemoteDeleter", "clean_up"]
 
@@ -64,6 +65,7 @@ async def clean_up(
     older_than_s: float,
     now: float,
     delete: bool,
+    shelf: Shelf,
     policy: RetryPolicy | None = None,
 ) -> Cleanup:
     """Find (and with ``delete``, delete) the AudioPod jobs of ``jobs`` (content ``keys``)
@@ -87,7 +89,7 @@ async def clean_up(
         if older_than_s > 0 and (finished is None or now - finished < older_than_s):
             too_recent += 1
             continue
-        if not await anyio.to_thread.run_sync(intact, record):
+        if not await anyio.to_thread.run_sync(intact, record, shelf):
             not_stored.append(job.name)
             continue
         found.append(

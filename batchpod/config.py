@@ -20,9 +20,18 @@ from batchpod.client import DEFAULT_BASE_URL
 from batchpod.errors import ConfigError
 from batchpod.fleet import DEFAULT_LEASE_S, DatabaseUrl, is_database_url
 from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource
-from batchpod.models import Budget, Manifest, OutputFormat, OutputSpec, takes_bitrate
+from batchpod.models import (
+    Budget,
+    Location,
+    Manifest,
+    OutputFormat,
+    OutputSpec,
+    location,
+    takes_bitrate,
+)
 from batchpod.retry import PollPolicy, RetryPolicy
 from batchpod.shards import Shard
+from batchpod.storage import DEFAULT_PART_BYTES, MAX_PART_BYTES, MIN_PART_BYTES, check_endpoint
 from batchpod.templates import PathTemplate, TemplateError
 
 if TYPE_CHECKING:
@@ -49,7 +58,13 @@ class RunConfig:
     # -- which jobs, and what to do with them
     shard: Shard | None = None  # only this shard's jobs, with files of its own ("3/8" too)
     concurrency: int | None = None  # jobs in flight at once; None: the manifest's
-    output_dir: Path | None = None  # where stems go; None: the manifest's
+    # Where stems go: a folder, or a bucket (ObjectUrl, or "s3://bucket/prefix", also gs://
+    # and az://); None: the manifest's.
+    output_dir: Location | None = None
+    # An S3-compatible store's address (MinIO, R2, Ceph) for an s3:// output_dir; https, or
+    # plain http to this machine only. None: AWS's own (or $AWS_ENDPOINT_URL, read by the CLI).
+    output_endpoint: str | None = None
+    upload_part_bytes: int = DEFAULT_PART_BYTES  # a bucket's multipart upload part size
     # The format stems are written in; None: the manifest's output_format. The manifest's
     # bit depth or bitrate is kept where it applies to this format.
     output_format: OutputFormat | None = None
@@ -116,10 +131,25 @@ class RunConfig:
                 raise ConfigError("--delete-remote is for an SQLite state, not a fleet's")
         if not (math.isfinite(self.lease_s) and self.lease_s >= 1):
             raise ConfigError("the lease must be at least 1 s")
-        for name in ("results_path", "state_path", "output_dir"):
+        for name in ("results_path", "state_path"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Path(value))
+        if isinstance(self.output_dir, str):
+            try:
+                object.__setattr__(self, "output_dir", location(self.output_dir))
+            except ValueError as exc:
+                raise ConfigError(f"output_dir {self.output_dir!r}: {exc}") from None
+        if self.output_endpoint is not None:
+            try:
+                object.__setattr__(self, "output_endpoint", check_endpoint(self.output_endpoint))
+            except ValueError as exc:
+                raise ConfigError(f"--output-endpoint: {exc}") from None
+        if not MIN_PART_BYTES <= self.upload_part_bytes <= MAX_PART_BYTES:
+            raise ConfigError(
+                f"the upload part size must be from {MIN_PART_BYTES // 2**10} KiB to "
+                f"{MAX_PART_BYTES // 2**30} GiB (S3 itself takes no parts under 5 MiB)"
+            )
         if isinstance(self.output_format, str) and not isinstance(self.output_format, OutputFormat):
             try:
                 object.__setattr__(self, "output_format", OutputFormat(self.output_format))

@@ -485,11 +485,11 @@ class KeyFileError(BatchpodError):
 
 
 class OutputError(BatchpodError):
-    """The output folder cannot be created or written."""
+    """The output folder (or bucket) cannot be created or written."""
 
     exit_code = ExitCode.IO_ERROR
 
-    def __init__(self, *, path: Path, reason: str) -> None:
+    def __init__(self, *, path: Path | str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"cannot write stems to {path}: {reason}")

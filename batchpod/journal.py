@@ -42,7 +42,7 @@ import anyio
 import anyio.to_thread
 
 from batchpod.errors import BatchpodError, StateError, StateLocked
-from batchpod.models import ErrorRecord, OutputFile
+from batchpod.models import ErrorRecord, OutputFile, location
 
 SCHEMA_VERSION: Final = 1
 APPLICATION: Final = "batchpod-state"
@@ -351,6 +351,8 @@ def _file_json(f: OutputFile) -> dict[str, Any]:
     if f.encoding is not None:
         data["served_size"] = f.served_size
         data["encoding"] = f.encoding
+    if f.etag is not None:
+        data["etag"] = f.etag
     return data
 
 
@@ -375,12 +377,13 @@ def record_from(row: Mapping[str, Any] | sqlite3.Row) -> JobRecord:
         files=tuple(
             OutputFile(
                 stem=f["stem"],
-                path=Path(f["path"]),
+                path=location(f["path"]),
                 size=int(f["size"]),
                 sha256=f.get("sha256"),
                 mtime_ns=f.get("mtime_ns"),
                 served_size=f.get("served_size"),
                 encoding=f.get("encoding"),
+                etag=f.get("etag"),
             )
             for f in files
         ),

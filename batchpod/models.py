@@ -6,10 +6,12 @@ integer cents, durations float seconds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Final, TypeAlias
 
 
 class Mode(StrEnum):
@@ -164,13 +166,81 @@ class OutputSpec:
         return self.format.value
 
 
+#: Object stores stems may go to, by URL scheme: AWS S3 (and S3-compatible stores), Google
+#: Cloud Storage, Azure Blob Storage.
+OBJECT_SCHEMES: Final = ("s3", "gs", "az")
+# Bucket and container names as the three clouds allow them (3 to 63 lowercase letters,
+# digits, dots and hyphens, starting and ending with a letter or digit; Azure allows no dots
+# and S3-compatible stores are laxer, so this is the common ground).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_KEY_PART_BAD = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectUrl:
+    """An object, or a prefix of objects, in a bucket: ``s3://bucket/key`` (also ``gs://``,
+    ``az://``). ``key`` has no slash at either end; it is ``""`` for the bucket's top."""
+
+    scheme: str
+    bucket: str
+    key: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ObjectUrl:
+        """``s3://bucket/a/b`` -> ObjectUrl("s3", "bucket", "a/b"); ValueError, saying why,
+        for anything else."""
+        scheme, sep, rest = text.partition("://")
+        if not sep or scheme not in OBJECT_SCHEMES:
+            raise ValueError(f"use {', '.join(s + '://' for s in OBJECT_SCHEMES)}")
+        if "?" in rest or "#" in rest:
+            raise ValueError("an object URL takes no query or fragment")
+        bucket, _, key = rest.partition("/")
+        if "@" in bucket or ":" in bucket:
+            raise ValueError("credentials and ports do not go in the URL (see the README)")
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise ValueError(
+                f"{bucket!r} is not a bucket name (3 to 63 lowercase letters, digits, dots "
+                "and hyphens)"
+            )
+        key = key.rstrip("/")
+        parts = key.split("/") if key else []
+        if any(p in ("", ".", "..") or _KEY_PART_BAD.search(p) for p in parts):
+            raise ValueError("the prefix must be plain names between slashes (no '..')")
+        return cls(scheme, bucket, "/".join(parts))
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.key}".rstrip("/")
+
+    def joinpath(self, *parts: str) -> ObjectUrl:
+        """The object ``parts`` below this prefix."""
+        return ObjectUrl(self.scheme, self.bucket, "/".join(p for p in (self.key, *parts) if p))
+
+    def relative_to(self, root: ObjectUrl) -> PurePosixPath:
+        """This object's key below ``root``'s prefix; ValueError if it is not below it."""
+        head = f"{root.key}/" if root.key else ""
+        if (self.scheme, self.bucket) != (root.scheme, root.bucket) or not (
+            self.key.startswith(head) and len(self.key) > len(head)
+        ):
+            raise ValueError(f"{self} is not below {root}")
+        return PurePosixPath(self.key[len(head) :])
+
+
+#: Where stems are: a local path, or an object in a bucket.
+Location: TypeAlias = Path | ObjectUrl
+
+
+def location(text: str) -> Location:
+    """A location as ``str()`` wrote it: an object URL, or else a local path."""
+    return ObjectUrl.parse(text) if text.partition("://")[0] in OBJECT_SCHEMES else Path(text)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
     """A validated manifest: everything a run needs to know about the work."""
 
     path: Path
     version: int
-    output_dir: Path
+    output_dir: Location  # a folder, or a bucket and prefix
     concurrency: int
     budget: Budget
     jobs: tuple[Job, ...]
@@ -209,12 +279,13 @@ class OutputFile:
     """One downloaded stem: where it is and how many bytes it has."""
 
     stem: str
-    path: Path
+    path: Location  # a file, or an object in a bucket
     size: int
     sha256: str | None = None  # of the content written (None: recorded by an older batchpod)
     mtime_ns: int | None = None  # the file's modification time just after it was written
     served_size: int | None = None  # the WAV AudioPod served, when the file is an encoding of it
     encoding: str | None = None  # OutputSpec.label of an encoded file; None: as served
+    etag: str | None = None  # an object's ETag just after it was stored (in place of mtime_ns)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from batchpod.budget import usd
-from batchpod.models import JobResult, JobStatus, OutputFile
+from batchpod.models import JobResult, JobStatus, Location, ObjectUrl, OutputFile
 
 Format = Literal["yaml", "json"]
 RESULTS_VERSION = 1
@@ -279,7 +279,9 @@ def _iso(timestamp: float | None) -> str | None:
     )
 
 
-def _shown(path: Path, base: Path) -> str:
+def _shown(path: Location, base: Path) -> str:
+    if isinstance(path, ObjectUrl):
+        return str(path)  # an object: its URL
     try:
         return path.relative_to(base).as_posix()
     except ValueError:

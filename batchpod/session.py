@@ -53,6 +53,7 @@ from batchpod.paths import results_path_for, state_path_for, worker_results_path
 from batchpod.results import Renderer, RunHeader, write_atomic
 from batchpod.runner import Pool, Reporter, Stop, StopReason
 from batchpod.shards import CapShare, Shard, cap_share, shard_share
+from batchpod.storage import StorageError, open_shelf
 from batchpod.templates import MAX_COMPONENT_BYTES, PathTemplate, clashes
 
 if TYPE_CHECKING:
@@ -152,8 +153,7 @@ async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Report
     writer = _ResultsWriter(results_path, config, base=manifest.path.parent)
     state_path = state_path_for(manifest.path, config.state_path, config.shard)
     # Before anything is paid for: the stems and the results must have somewhere to go.
-    output_dir = config.output_dir if config.download else None
-    await anyio.to_thread.run_sync(_check_writable, output_dir, results_path)
+    await anyio.to_thread.run_sync(_check_writable, config, results_path)
     others = other_layouts(manifest.path, config.state_path, config.shard)
     with RunLock(state_path), read_locked(others), Journal.open(state_path) as journal:
         # What other shard layouts of this manifest did or have in flight is this run's too.
@@ -215,8 +215,7 @@ async def _run_fleet(
         manifest.path, config.results_path, name, fmt=config.results_format
     )
     writer = _ResultsWriter(results_path, config, base=manifest.path.parent)
-    output_dir = config.output_dir if config.download else None
-    await anyio.to_thread.run_sync(_check_writable, output_dir, results_path)
+    await anyio.to_thread.run_sync(_check_writable, config, results_path)
     store = await FleetStore.open(url)
     try:
         keys = await content_keys(manifest.jobs, HashCache(store))
@@ -491,14 +490,20 @@ def _log_key_switch(refused: str, fallback: str) -> None:
     )
 
 
-def _check_writable(output_dir: Path | None, results_path: Path) -> None:
-    if output_dir is not None:
+def _check_writable(config: RunConfig, results_path: Path) -> None:
+    """That the stems (when the run downloads them) and the results have somewhere to go: a
+    file made in the output folder, or an object written and deleted in the bucket."""
+    if config.download and config.output_dir is not None:
         try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=output_dir):
-                pass
-        except OSError as exc:
-            raise OutputError(path=output_dir, reason=exc.strerror or str(exc)) from exc
+            shelf = open_shelf(
+                config.output_dir,
+                endpoint=config.output_endpoint,
+                retry=config.retry,
+                part_bytes=config.upload_part_bytes,
+            )
+        except StorageError as exc:
+            raise OutputError(path=str(config.output_dir), reason=str(exc)) from None
+        shelf.check()
     try:
         with tempfile.TemporaryFile(dir=results_path.parent):
             pass

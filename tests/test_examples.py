@@ -358,3 +358,47 @@ def test_kubernetes_fleet_is_a_plain_job_of_identical_workers() -> None:
     fail = [r for r in rules if r["action"] == "FailJob"]
     assert fail and set(fail[0]["onExitCodes"]["values"]) == {2, 3, 4}
     assert redact(_text(FLEET)) == _text(FLEET)
+
+
+# -- the fleet on Kubernetes, stems to S3 ----------------------------------------------------
+
+S3_FLEET = "kubernetes-s3.yaml"
+
+
+def test_kubernetes_s3_fleet_needs_no_shared_volume(tmp_path: Path) -> None:
+    """The S3 variant mounts no PersistentVolumeClaim (a ConfigMap and an emptyDir only), its
+    manifest sends stems to s3:// and validates, every secret comes from a Secret or the
+    ServiceAccount's role, and the command lines parse with batchpod's own parser."""
+    from batchpod.cli import build_parser, main
+
+    documents = [d for d in yaml.safe_load_all(_text(S3_FLEET)) if d is not None]
+    kinds = sorted(d["kind"] for d in documents)
+    assert kinds == ["ConfigMap", "CronJob", "ServiceAccount"]
+    (config,) = [d for d in documents if d["kind"] == "ConfigMap"]
+    (cronjob,) = [d for d in documents if d["kind"] == "CronJob"]
+    manifest = tmp_path / "jobs.yaml"
+    manifest.write_text(config["data"]["jobs.yaml"], encoding="utf-8")
+    assert yaml.safe_load(manifest.read_text())["output_dir"].startswith("s3://")
+    assert main(["validate", str(manifest)]) == 0
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert all("persistentVolumeClaim" not in v for v in pod["volumes"])
+    assert {next(iter(set(v) - {"name"})) for v in pod["volumes"]} == {"configMap", "emptyDir"}
+    assert pod["serviceAccountName"] == "batchpod"
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    for name in (KEY_VARIABLE, "BATCHPOD_STATE_URL", "PGPASSWORD"):
+        assert set(env[name]["valueFrom"]) == {"secretKeyRef"}
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env)
+    assert env["TMPDIR"]["value"] == "/work"
+    argv = [*container["command"], *container["args"]]
+    state = "postgresql://batchpod@postgres.db.svc:5432/batchpod"
+    args = build_parser().parse_args([a.replace("$(BATCHPOD_STATE_URL)", state) for a in argv][1:])
+    assert args.command == "run" and args.results == Path("/work/jobs.results.yaml")
+    shown = re.findall(r"^#\s+(batchpod\s.*)$", _text(S3_FLEET), re.MULTILINE)
+    assert [shlex.split(line)[1] for line in shown] == ["results"]
+    for line in shown:
+        words = [w.replace('"$BATCHPOD_STATE_URL"', state) for w in shlex.split(line)]
+        assert build_parser().parse_args(
+            [w.replace("$BATCHPOD_STATE_URL", state) for w in words[1:]]
+        )
+    assert redact(_text(S3_FLEET)) == _text(S3_FLEET)

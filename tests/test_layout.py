@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"session", "reporters", "cleanup"},
     {"runner", "standing", "recovery", "census"},
     {"config", "merge", "reconcile", "layouts"},
-    {"manifest", "keys", "charges", "poller", "estimate", "report", "fleet"},
+    {"manifest", "keys", "charges", "poller", "estimate", "report", "fleet", "storage"},
     {"client", "journal", "paths", "templates"},
     {"flow", "identity", "results", "shards"},
     {"budget", "retry", "logs", "audio", "encode"},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -24,7 +25,9 @@ from batchpod.config import BASE_URL_ENV, RunConfig
 from batchpod.errors import ConfigError
 from batchpod.fleet import DatabaseUrl, is_database_url
 from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource, read_key
+from batchpod.models import Location, location
 from batchpod.shards import Shard
+from batchpod.storage import check_endpoint
 
 N = TypeVar("N", int, float)
 
@@ -144,6 +147,59 @@ def state(text: str) -> Path | str:
     return Path(text)
 
 
+def output_location(text: str) -> Location:
+    """An argparse type for ``--output-dir``: a folder, or ``s3://``, ``gs://``, ``az://``."""
+    try:
+        return location(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc}") from None
+
+
+def endpoint(text: str) -> str:
+    """An argparse type for ``--output-endpoint``: https, or http to loopback only."""
+    try:
+        return check_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+#: The variables the AWS SDKs read an S3 endpoint from, in their order.
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser, *, verb: str) -> None:
+    """``--output-dir`` and ``--output-endpoint``."""
+    parser.add_argument(
+        "--output-dir",
+        metavar="PATH|URL",
+        type=output_location,
+        help=f"where stems are {verb}: a folder, or s3://BUCKET/PREFIX, gs://..., az://... "
+        "(overriding the manifest's 'output_dir')",
+    )
+    parser.add_argument(
+        "--output-endpoint",
+        metavar="URL",
+        type=endpoint,
+        help="an S3-compatible store's address for s3:// (MinIO, R2, Ceph); https, or plain "
+        "http to this machine only (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, "
+        "else AWS's own)",
+    )
+
+
+def output_endpoint(args: argparse.Namespace) -> str | None:
+    """``--output-endpoint``, else the AWS SDKs' variables (checked like the flag)."""
+    if args.output_endpoint is not None:
+        value: str = args.output_endpoint
+        return value
+    for variable in ENDPOINT_VARIABLES:
+        if text := os.environ.get(variable):
+            try:
+                return check_endpoint(text)
+            except ValueError as exc:
+                raise ConfigError(f"${variable}: {exc}") from None
+    return None
+
+
 def sqlite_state(args: argparse.Namespace, command: str) -> Path | None:
     """``--state`` for a command that reads only an SQLite state."""
     if isinstance(args.state, str):
@@ -169,6 +225,16 @@ def duration(text: str) -> float:
     if not math.isfinite(total):
         raise argparse.ArgumentTypeError(f"must be a finite time: {text}")
     return total
+
+
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def byte_size(text: str) -> int:
+    """An argparse type: bytes, or a whole number with K, M or G (KiB, MiB, GiB)."""
+    amount = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = amount[-1:] if amount[-1:] in _SIZE_UNITS else ""
+    return positive_int(amount[: len(amount) - len(unit)] or text) * _SIZE_UNITS[unit]
 
 
 def key_source(args: argparse.Namespace) -> KeySource:

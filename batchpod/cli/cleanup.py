@@ -10,14 +10,25 @@ import anyio
 
 from batchpod import cleanup
 from batchpod.config import as_duration
-from batchpod.errors import ConfigError, ExitCode
+from batchpod.errors import ConfigError, ExitCode, OutputError
 from batchpod.identity import content_keys
 from batchpod.journal import Journal, RunLock
 from batchpod.manifest import load_manifest
 from batchpod.paths import state_path_for
 from batchpod.shards import shard_share
+from batchpod.storage import StorageError, open_shelf
 
-from ._options import PROG, Commands, add_api_arguments, client, duration, shard, sqlite_state
+from ._options import (
+    PROG,
+    Commands,
+    add_api_arguments,
+    add_storage_arguments,
+    client,
+    duration,
+    output_endpoint,
+    shard,
+    sqlite_state,
+)
 from ._options import state as state_type
 
 
@@ -50,6 +61,7 @@ def add_parsers(commands: Commands) -> None:
     parser.add_argument(
         "--shard", metavar="I/N", type=shard, help="shard I of N: its state and its jobs"
     )
+    add_storage_arguments(parser, verb="kept (where the runs wrote them)")
     add_api_arguments(parser)
     parser.set_defaults(handler=_cmd_cleanup)
 
@@ -60,16 +72,23 @@ def _cmd_cleanup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not path.exists():
         raise ConfigError(f"there is no state at {path}: no run of this manifest finished a job")
 
+    where = args.output_dir or manifest.output_dir
+    try:
+        shelf = open_shelf(where, endpoint=output_endpoint(args))
+    except StorageError as exc:
+        raise OutputError(path=str(where), reason=str(exc)) from None
+
     async def go() -> cleanup.Cleanup:
         with RunLock(path), Journal.open(path, create=False) as journal:
             keys = await content_keys(manifest.jobs, journal)
             mine, keys = shard_share(manifest, keys, args.shard)
             async with client(args) as api:
                 return await cleanup.clean_up(
-                    api,
-                    mine.jobs,
-                    keys,
-                    journal,
+                    shelf=shelf,
+                    api=api,
+                    jobs=mine.jobs,
+                    keys=keys,
+                    journal=journal,
                     older_than_s=args.older_than,
                     now=time.time(),
                     delete=args.yes,

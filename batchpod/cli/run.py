@@ -32,10 +32,13 @@ from ._options import (
     Commands,
     add_api_arguments,
     add_money_arguments,
+    add_storage_arguments,
     api_key,
+    byte_size,
     duration,
     env_source,
     key_source,
+    output_endpoint,
     positive_float,
     positive_int,
     seconds,
@@ -79,11 +82,15 @@ def add_parsers(commands: Commands) -> None:
         type=positive_int,
         help="jobs in flight at once, overriding the manifest's 'concurrency'",
     )
+    add_storage_arguments(run, verb="written")
     run.add_argument(
-        "--output-dir",
-        metavar="PATH",
-        type=Path,
-        help="where stems are written, overriding the manifest's 'output_dir'",
+        "--upload-part-size",
+        metavar="SIZE",
+        type=byte_size,
+        default=DEFAULTS.upload_part_bytes,
+        help="the part size of a bucket's multipart uploads, in bytes or with K, M or G "
+        f"(KiB, MiB, GiB; default: {DEFAULTS.upload_part_bytes // 2**20}M; S3 takes no parts "
+        "under 5M)",
     )
     run.add_argument(
         "--output-format",
@@ -234,6 +241,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         shard=args.shard,
         concurrency=args.concurrency,
         output_dir=args.output_dir,
+        output_endpoint=output_endpoint(args),
+        upload_part_bytes=args.upload_part_size,
         output_format=args.output_format,
         output_path=args.output_path,
         download=not args.no_download,

@@ -23,7 +23,9 @@ from batchpod.models import (
     BITRATES_KBPS,
     Budget,
     Job,
+    Location,
     Manifest,
+    ObjectUrl,
     OutputFormat,
     OutputSpec,
     takes_bitrate,
@@ -146,15 +148,22 @@ class Checker:
             return None
         return value
 
-    def output_dir(self, node: Node | None) -> Path | None:
+    def output_dir(self, node: Node | None) -> Location | None:
+        """A folder (relative to the manifest), or a bucket: ``s3://``, ``gs://``, ``az://``."""
         if node is None:
             return self.base / DEFAULT_OUTPUT_DIR
         text = string(node, "'output_dir'", self.report)
         if text is None:
             return None
         if not text.strip() or "\x00" in text:
-            self.report.on(node, "'output_dir' must be a folder path")
+            self.report.on(node, "'output_dir' must be a folder path or a bucket's URL")
             return None
+        if "://" in text:
+            try:
+                return ObjectUrl.parse(text)
+            except ValueError as exc:
+                self.report.on(node, f"'output_dir' {text!r}: {exc}")
+                return None
         return Path(os.path.normpath(self.base / Path(text).expanduser()))
 
     def output_spec(self, top: dict[str, Node]) -> OutputSpec | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from batchpod.models import Manifest
+from batchpod.models import Location, Manifest, ObjectUrl
 from batchpod.templates import DEFAULT_OUTPUT_PATH
 
 __all__ = ["dump_manifest"]
@@ -59,7 +59,9 @@ def dump_manifest(manifest: Manifest) -> str:
     return text
 
 
-def _relative_text(target: Path, base: Path) -> str:
+def _relative_text(target: Location, base: Path) -> str:
+    if isinstance(target, ObjectUrl):
+        return str(target)
     try:
         return target.relative_to(base).as_posix() or "."
     except ValueError:

@@ -14,7 +14,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 from batchpod.budget import BudgetGuard, Refused
@@ -33,6 +32,7 @@ from batchpod.logs import event
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputSpec
 from batchpod.poller import StatusBoard
 from batchpod.retry import retry_cause
+from batchpod.storage import Shelf, open_shelf
 from batchpod.templates import DEFAULT_OUTPUT_PATH, PathTemplate
 
 from ._live import LiveJob
@@ -69,7 +69,14 @@ class Crew:
         self.jobs = tuple(jobs)
         self.config = config
         self.concurrency: int = config.concurrency
-        self.output_dir: Path = config.output_dir
+        # Where stems are kept: a folder, or a bucket (StorageError if its settings are
+        # refused; the session has opened it once already, so they are not).
+        self.shelf: Shelf = open_shelf(
+            config.output_dir,
+            endpoint=config.output_endpoint,
+            retry=config.retry,
+            part_bytes=config.upload_part_bytes,
+        )
         self.output: OutputSpec = config.output or OutputSpec()
         self.layout = PathTemplate.parse(config.output_path or DEFAULT_OUTPUT_PATH)
         self.budget = budget
@@ -85,7 +92,7 @@ class Crew:
         self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
         # Finished jobs as the output folder records them (by content key, so only when
         # the jobs' keys are content keys).
-        self.done = DoneRecords(self.output_dir, enabled=content_addressed)
+        self.done = DoneRecords(self.shelf, enabled=content_addressed)
         self.window = SubmitWindow(maximum=self.concurrency)
         self.board = StatusBoard(
             api, poll=config.poll, retry=config.retry, rng=rng, on_retry=self._board_retry

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchpod.budget import BudgetGuard
 from batchpod.client import RemoteJob, RemoteStatus
@@ -140,6 +141,18 @@ class Pool:
         """Run every job (or until a stop); return one result per job, in manifest order."""
         crew = self.crew
         send, receive = anyio.create_memory_object_stream[int](0)
+        try:
+            await self._run_all(send, receive)
+        finally:
+            crew.shelf.close()  # a bucket's staging folder
+        return self.results()
+
+    async def _run_all(
+        self,
+        send: MemoryObjectSendStream[int],
+        receive: MemoryObjectReceiveStream[int],
+    ) -> None:
+        crew = self.crew
         with anyio.CancelScope() as scope:
             self._cancel = scope
             if self.fleet is None:
@@ -147,7 +160,7 @@ class Pool:
                 # a claimed unknown is settled under the fleet-wide lock on its song name.
                 crew.budget.spent_cents += inherited_spend(crew, self.content_keys, self.records)
                 await settle_earlier_unknowns(crew, self.submitter, self.live, self.records)
-            await anyio.to_thread.run_sync(crew.done.load)  # finished jobs in output_dir
+            await anyio.to_thread.run_sync(crew.done.load)  # finished jobs in the output
             async with anyio.create_task_group() as background:
                 self.follower.background = background
                 background.start_soon(crew.board.run)
@@ -164,7 +177,6 @@ class Pool:
                         else:
                             await self._claim(send, self.fleet)
                 background.cancel_scope.cancel()  # every job has ended: nothing left to watch
-        return self.results()
 
     def halt(self, stop: Stop, *, cancel_in_flight: bool, replace: bool = False) -> None:
         """Take no new jobs; with ``cancel_in_flight``, abandon the ones in flight too.

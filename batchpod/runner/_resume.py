@@ -98,7 +98,8 @@ async def starting_point(
             _forget(live)
             state = JobState.PENDING
         elif state is JobState.CLEANED and not (
-            in_format(prior.files, crew.output) and await anyio.to_thread.run_sync(intact, prior)
+            in_format(prior.files, crew.output)
+            and await anyio.to_thread.run_sync(intact, prior, crew.shelf)
         ):
             crew.finish(live, JobStatus.FAILED, error=CANNOT_FETCH_AGAIN)
             return None
@@ -107,7 +108,7 @@ async def starting_point(
             # AudioPod job (never paid again); the files already there are left alone.
             crew.reporter.job_event(job, "done in another format", f"id {prior.remote_id}")
             return JobState.COMPLETED
-        elif await anyio.to_thread.run_sync(intact, prior):
+        elif await anyio.to_thread.run_sync(intact, prior, crew.shelf):
             crew.reporter.job_event(job, "already done")
             if state is JobState.DOWNLOADED and config.delete_remote and live.remote_id:
                 await crew.delete_remote(live)  # stored by an earlier run, not deleted yet

@@ -1,13 +1,15 @@
 """The stems path of one job: download every stem into the job's folder, safely named, and
 encode it where the output format is not the WAV AudioPod serves.
 
-Each stem goes to its place in the output folder (the manifest's ``output_path``, by default
-``<name>/<stem>.<ext>``, ``batchpod.templates``) through the client's atomic download
+Each stem goes to its place in the output location (the manifest's ``output_path``, by
+default ``<name>/<stem>.<ext>``, ``batchpod.templates``) through the client's atomic download
 (a new temporary file, then a rename). A stem to be encoded is downloaded first to a hidden
 ``.<file>.part-served`` beside its place, encoded from there in a worker thread (at most
 one encode per core at once, ``batchpod.encode``) and the served file removed; a crash in
 between leaves only temporary files, which the next run clears before fetching the stem
-again from the same AudioPod job (never paid again).
+again from the same AudioPod job (never paid again). Where the output is a bucket, the place
+is in a local staging folder and the finished file is uploaded from there
+(``batchpod.storage``), at most ``download_concurrency`` at once.
 
 A link that has expired is replaced by fresh ones from the job's status endpoint, fetched
 while the download holds its slot so that they are used at once; stems already on disk with
@@ -19,9 +21,7 @@ fails the job rather than being written through.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
-import glob
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -30,17 +30,17 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from batchpod.client import RemoteJob, download_temp_prefix
+from batchpod.client import RemoteJob
 from batchpod.encode import EncodeError, encode, extension
 from batchpod.errors import DownloadError, DownloadLinkExpired
 from batchpod.journal import JobRecord, JobState
 from batchpod.models import ErrorRecord, Job, JobStatus, OutputFile, OutputSpec
+from batchpod.storage import Shelf, StorageError, served_path
 from batchpod.templates import PathTemplate, safe_stem
 
 from ._crew import Crew
 from ._live import LiveJob
 from ._outcomes import JobFailed, error_record
-from ._outputs import file_matches, written
 
 
 class Stems:
@@ -50,13 +50,14 @@ class Stems:
         self.crew = crew
         self._downloads = anyio.CapacityLimiter(crew.config.download_concurrency)
         self._encodes = anyio.CapacityLimiter(os.cpu_count() or 1)
+        self._uploads = anyio.CapacityLimiter(crew.config.download_concurrency)
 
     async def fetch(self, job: Job, live: LiveJob, remote: RemoteJob) -> None:
-        """Download every stem not already on disk, then record the job as done."""
-        root = self.crew.output_dir
-        have = await anyio.to_thread.run_sync(_still_there, live.files, self.crew.output)
-        live.files = list(have.values())
+        """Download every stem not already kept, then record the job as done."""
+        shelf = self.crew.shelf
         output = self.crew.output
+        have = await anyio.to_thread.run_sync(_still_there, live.files, output, shelf)
+        live.files = list(have.values())
         places = stem_paths(
             self.crew.layout,
             job,
@@ -64,35 +65,36 @@ class Stems:
             ext=None if output.as_served else extension(output),
         )
         for stem in sorted(remote.download_urls):
-            if stem not in have:
-                dest = root.joinpath(*places[stem].parts)
-                try:
-                    await anyio.to_thread.run_sync(_prepare_place, root, dest)
-                except OSError as exc:
-                    where = exc.filename or dest.parent
-                    message = f"cannot create {where}: {exc.strerror or exc}"
-                    raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
-                if output.as_served:
-                    remote, size = await self._download(live, remote, stem, dest)
-                    live.files.append(await anyio.to_thread.run_sync(written, stem, dest, size))
-                    continue
-                served = _served_path(dest)
-                remote, served_size = await self._download(live, remote, stem, served)
-                try:
-                    size = await anyio.to_thread.run_sync(
-                        encode, served, dest, output, limiter=self._encodes
-                    )
-                except EncodeError as exc:
-                    raise JobFailed(ErrorRecord(type="EncodeError", message=str(exc))) from exc
-                except OSError as exc:
-                    message = f"cannot write {dest}: {exc.strerror or exc}"
-                    raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
-                finally:
-                    served.unlink(missing_ok=True)
-                file = await anyio.to_thread.run_sync(written, stem, dest, size)
-                live.files.append(
-                    dataclasses.replace(file, served_size=served_size, encoding=output.label)
+            if stem in have:
+                continue
+            relative = places[stem]
+            try:
+                dest = await anyio.to_thread.run_sync(shelf.place, relative)
+            except OSError as exc:
+                where = exc.filename or shelf.at(relative.parent)
+                message = f"cannot create {where}: {exc.strerror or exc}"
+                raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
+            if output.as_served:
+                remote, size = await self._download(live, remote, stem, dest)
+                live.files.append(await self._keep(stem, dest, relative, size))
+                continue
+            served = served_path(dest)
+            remote, served_size = await self._download(live, remote, stem, served)
+            try:
+                size = await anyio.to_thread.run_sync(
+                    encode, served, dest, output, limiter=self._encodes
                 )
+            except EncodeError as exc:
+                raise JobFailed(ErrorRecord(type="EncodeError", message=str(exc))) from exc
+            except OSError as exc:
+                message = f"cannot write {dest}: {exc.strerror or exc}"
+                raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
+            finally:
+                served.unlink(missing_ok=True)
+            file = await self._keep(stem, dest, relative, size)
+            live.files.append(
+                dataclasses.replace(file, served_size=served_size, encoding=output.label)
+            )
         live.files.sort(key=lambda f: f.stem)
         try:  # the record that tells any later run, from any manifest, that this job is done
             await anyio.to_thread.run_sync(
@@ -104,13 +106,23 @@ class Stems:
                 )
             )
         except OSError as exc:
-            where, why = self.crew.done.folder, exc.strerror or exc
+            where, why = self.crew.done.where, exc.strerror or exc
             message = f"cannot record the finished job in {where}: {why}"
             raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
         await self.crew.save(live, JobState.DOWNLOADED)
         if self.crew.config.delete_remote and live.remote_id is not None:
             await self.crew.delete_remote(live)
         self.crew.finish(live, JobStatus.SUCCEEDED)
+
+    async def _keep(
+        self, stem: str, written: Path, relative: PurePosixPath, size: int
+    ) -> OutputFile:
+        """Keep a stem written to its place: its record, after the upload for a bucket."""
+        keep = functools.partial(self.crew.shelf.keep, stem, written, relative, size)
+        try:
+            return await anyio.to_thread.run_sync(keep, limiter=self._uploads)
+        except StorageError as exc:
+            raise JobFailed(ErrorRecord(type="OutputError", message=str(exc))) from exc
 
     async def _download(
         self, live: LiveJob, remote: RemoteJob, stem: str, dest: Path
@@ -146,15 +158,18 @@ class Stems:
                 return remote, size
 
 
-def intact(record: JobRecord | None) -> bool:
-    """Whether a job's recorded stems are all still there as written (blocking: may hash)."""
-    return record is not None and bool(record.files) and all(map(file_matches, record.files))
+def intact(record: JobRecord | None, shelf: Shelf) -> bool:
+    """Whether a job's recorded stems are all still on ``shelf`` as written (blocking: may
+    hash, or ask the store)."""
+    return record is not None and bool(record.files) and all(map(shelf.matches, record.files))
 
 
-def _still_there(files: list[OutputFile], output: OutputSpec) -> dict[str, OutputFile]:
+def _still_there(
+    files: list[OutputFile], output: OutputSpec, shelf: Shelf
+) -> dict[str, OutputFile]:
     """The recorded stems still there as written in the format ``output`` asks for, by stem
-    (blocking: may hash)."""
-    return {f.stem: f for f in files if _in_format(f, output) and file_matches(f)}
+    (blocking: may hash, or ask the store)."""
+    return {f.stem: f for f in files if _in_format(f, output) and shelf.matches(f)}
 
 
 def in_format(files: Sequence[OutputFile], output: OutputSpec) -> bool:
@@ -190,33 +205,3 @@ def stem_paths(
 def _suffix(url: str) -> str:
     suffix = Path(urlsplit(url).path).suffix.lower()
     return suffix[1:] if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else "wav"
-
-
-def _prepare_place(root: Path, dest: Path) -> None:
-    """Create the folders of a stem's place in the output folder, and clear the temporary
-    files a killed run left for it (only its own: other jobs may share the folder).
-
-    A symbolic link on the way is refused: stems go inside the output folder, never through
-    a link someone planted there to somewhere else.
-    """
-    here = root
-    for part in dest.parent.relative_to(root).parts:
-        here = here / part
-        if here.is_symlink():
-            raise OSError(
-                errno.ELOOP,
-                "it is a symbolic link; batchpod does not write through links in the output folder",
-                str(here),
-            )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    served = _served_path(dest)
-    served.unlink(missing_ok=True)
-    # The downloads' temporary files, and the encoder's (named in full: encode.encode).
-    for prefix in {download_temp_prefix(dest), download_temp_prefix(served), f".{dest.name}.part-"}:
-        for stale in dest.parent.glob(f"{glob.escape(prefix)}*"):
-            stale.unlink(missing_ok=True)
-
-
-def _served_path(dest: Path) -> Path:
-    """Where a stem to be encoded is downloaded first, as served."""
-    return dest.with_name(f".{dest.name}.part-served")
