@@ -139,7 +139,7 @@ class RunConfig:
             try:
                 object.__setattr__(self, "output_dir", location(self.output_dir))
             except ValueError as exc:
-                raise ConfigError(f"output_dir {self.output_dir!r}: {exc}") from None
+                raise ConfigError(f"output_dir is not a folder or bucket URL: {exc}") from None
         if self.output_endpoint is not None:
             try:
                 object.__setattr__(self, "output_endpoint", check_endpoint(self.output_endpoint))

@@ -62,12 +62,23 @@ class Source:
         return self.url if self.url is not None else str(self.file)
 
 
+#: A job's metadata keys: an identifier's characters (so ``{meta.KEY}`` names one in a
+#: template and ``meta.KEY`` a CSV column), at most ``MAX_META_KEY`` of them.
+META_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_META_KEY: Final = 64
+MAX_META_VALUE: Final = 512  # characters of one value
+MAX_META_KEYS: Final = 32  # keys of one job
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
     """One song to separate in one mode, as the manifest asks for it.
 
     ``line`` is where the job starts in the manifest (1-based); it is for messages only and
-    does not take part in equality.
+    does not take part in equality. ``meta`` is the catalogue's own data about the song (an
+    ISRC, a catalogue number), as (key, value) pairs in the manifest's order: carried to the
+    results, reports, logs and output paths, and no part of what the job is (its content
+    key never depends on it, so editing it never pays again).
     """
 
     name: str
@@ -76,6 +87,7 @@ class Job:
     stem: Stem | None = None
     duration_s: float | None = None
     line: int = field(default=0, compare=False)
+    meta: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -230,8 +242,9 @@ Location: TypeAlias = Path | ObjectUrl
 
 
 def location(text: str) -> Location:
-    """A location as ``str()`` wrote it: an object URL, or else a local path."""
-    return ObjectUrl.parse(text) if text.partition("://")[0] in OBJECT_SCHEMES else Path(text)
+    """A location as ``str()`` wrote it: an object URL, or else a local path. Any other
+    ``scheme://`` (``S3://``, ``http://``) is a ValueError, not a folder of that name."""
+    return ObjectUrl.parse(text) if "://" in text else Path(text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -93,6 +93,8 @@ def _check(path: Path, data: object) -> None:
         ok = isinstance(entry, dict) and isinstance(entry.get("name"), str)
         if not ok or entry.get("status") not in statuses:
             raise _not_results(path, f"jobs[{index}] has no name or no known status")
+        if not isinstance(entry.get("meta", {}), dict):
+            raise _not_results(path, f"jobs[{index}]'s meta is not a mapping")
 
 
 def _not_results(path: Path, reason: str) -> ConfigError:
@@ -170,8 +172,9 @@ def _trouble(job: Mapping[str, Any]) -> str:
 
 
 def render_csv(doc: Mapping[str, Any]) -> str:
-    """Results document ``doc`` as CSV: a header row of ``CSV_COLUMNS``, then one row per job
-    in manifest order.
+    """Results document ``doc`` as CSV: a header row of ``CSV_COLUMNS`` and a ``meta.KEY``
+    column for each metadata key the jobs carry (in the order they first appear), then one
+    row per job in manifest order.
 
     ``source`` is the job's URL or file; ``seconds`` is ``completed_at - submitted_at``;
     ``files`` is the number of stems written; ``error_*`` and ``http_status`` come from the
@@ -183,8 +186,11 @@ def render_csv(doc: Mapping[str, Any]) -> str:
     """
     out = io.StringIO()
     writer = csv.writer(out)  # RFC 4180: rows end in CRLF; a lone CR in a field is quoted
-    writer.writerow(CSV_COLUMNS)
-    for job in doc.get("jobs") or []:
+    jobs = doc.get("jobs") or []
+    keys = list(dict.fromkeys(k for job in jobs for k in (job.get("meta") or {})))
+    writer.writerow([*CSV_COLUMNS, *(f"meta.{k}" for k in keys)])
+    for job in jobs:
+        meta = job.get("meta") or {}
         source = job.get("source") or {}
         error = job.get("error") or {}
         seconds = _seconds(job.get("submitted_at"), job.get("completed_at"))
@@ -197,7 +203,8 @@ def render_csv(doc: Mapping[str, Any]) -> str:
             "error_message": error.get("message"),
             "files": len(job.get("files") or ()),
         }
-        writer.writerow("" if row[key] is None else row[key] for key in CSV_COLUMNS)
+        values = [row[key] for key in CSV_COLUMNS] + [meta.get(k) for k in keys]
+        writer.writerow("" if value is None else value for value in values)
     return out.getvalue()
 
 

@@ -49,6 +49,7 @@ def finished_fields(result: JobResult) -> dict[str, Any]:
         "error": None
         if error is None
         else {"type": error.type, "http_status": error.http_status, "message": error.message},
+        **({"meta": dict(result.job.meta)} if result.job.meta else {}),
     }
 
 
@@ -65,7 +66,13 @@ class LogReporter:
                 job.name,
                 event,
                 f" ({detail})" if detail else "",
-                extra=logs.event("job", job=job.name, transition=event, detail=detail or None),
+                extra=logs.event(
+                    "job",
+                    job=job.name,
+                    transition=event,
+                    detail=detail or None,
+                    **({"meta": dict(job.meta)} if job.meta else {}),
+                ),
             )
 
     def job_finished(self, result: JobResult) -> None:

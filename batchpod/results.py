@@ -154,6 +154,8 @@ def _entry(result: JobResult, base: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": job.name, "source": source, "mode": job.mode.value}
     if job.stem is not None:
         entry["stem"] = job.stem.value
+    if job.meta:
+        entry["meta"] = dict(job.meta)
     entry["status"] = result.status.value
     if result.reason:
         entry["reason"] = result.reason

@@ -38,7 +38,6 @@ from batchpod.errors import (
     ConfigError,
     ExitCode,
     LeaseLost,
-    OutputError,
     ResultsWriteError,
 )
 from batchpod.estimate import estimate_cents
@@ -53,8 +52,8 @@ from batchpod.paths import results_path_for, state_path_for, worker_results_path
 from batchpod.results import Renderer, RunHeader, write_atomic
 from batchpod.runner import Pool, Reporter, Stop, StopReason
 from batchpod.shards import CapShare, Shard, cap_share, shard_share
-from batchpod.storage import StorageError, open_shelf
-from batchpod.templates import MAX_COMPONENT_BYTES, PathTemplate, clashes
+from batchpod.storage import open_shelf
+from batchpod.templates import MAX_COMPONENT_BYTES, PathTemplate, clashes, missing_meta
 
 if TYPE_CHECKING:
     from batchpod.fleet import FleetWorker
@@ -106,6 +105,11 @@ def _check_output_path(manifest: Manifest, config: RunConfig) -> None:
     assert config.output_path is not None and config.output is not None
     template = PathTemplate.parse(config.output_path)
     ext = "wav" if config.output.as_served else extension(config.output)
+    for index, key in missing_meta(template, manifest.jobs):
+        raise ConfigError(
+            f"--output-path uses {{meta.{key}}}, which job {manifest.jobs[index].name!r} "
+            "has not got in its 'meta'"
+        )
     for found in clashes(template, manifest.jobs, ext=ext):
         if isinstance(found, int):
             name = manifest.jobs[found].name
@@ -494,15 +498,12 @@ def _check_writable(config: RunConfig, results_path: Path) -> None:
     """That the stems (when the run downloads them) and the results have somewhere to go: a
     file made in the output folder, or an object written and deleted in the bucket."""
     if config.download and config.output_dir is not None:
-        try:
-            shelf = open_shelf(
-                config.output_dir,
-                endpoint=config.output_endpoint,
-                retry=config.retry,
-                part_bytes=config.upload_part_bytes,
-            )
-        except StorageError as exc:
-            raise OutputError(path=str(config.output_dir), reason=str(exc)) from None
+        shelf = open_shelf(
+            config.output_dir,
+            endpoint=config.output_endpoint,
+            retry=config.retry,
+            part_bytes=config.upload_part_bytes,
+        )
         shelf.check()
     try:
         with tempfile.TemporaryFile(dir=results_path.parent):

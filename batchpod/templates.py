@@ -10,9 +10,9 @@ and rendered per job and stem (``render``). Its fields:
 - ``{ext}``: the format's extension (``flac``, ``mp3``, ...; for stems as served, the one
   their link names, ``wav``);
 - ``{mode}``: the separation mode (``four``, ``single``, ...);
-- ``{source}``: the song's file or URL base name without its extension, made safe.
-
-``{meta.FIELD}`` is reserved for job metadata, which manifests cannot carry yet.
+- ``{source}``: the song's file or URL base name without its extension, made safe;
+- ``{meta.KEY}``: the job's metadata value for KEY (``meta:`` in the manifest), made safe
+  as ``{source}`` is; every job must have the key (``missing_meta``).
 
 Field values never hold a ``/``, never start with a dot and are never empty, so a rendered
 path has exactly the folders the template's literal text has: a template whose literal
@@ -35,7 +35,7 @@ from typing import Final
 from urllib.parse import unquote
 
 from batchpod.identity import url_parts
-from batchpod.models import Job, Mode, Source
+from batchpod.models import META_KEY, Job, Mode, Source
 
 __all__ = [
     "DEFAULT_OUTPUT_PATH",
@@ -46,6 +46,7 @@ __all__ = [
     "PathTemplate",
     "TemplateError",
     "clashes",
+    "missing_meta",
     "safe_stem",
     "source_base",
     "stems_of",
@@ -119,8 +120,14 @@ class PathTemplate:
                     f"'output_path' must contain {{{needed}}}: {why}",
                     f"for example '{DEFAULT_OUTPUT_PATH}'",
                 )
-        _check_folders(template.render_with(dict.fromkeys(FIELDS, "x")))
+        _check_folders(template.render_with(dict.fromkeys(used | set(FIELDS), "x")))
         return template
+
+    @property
+    def meta_keys(self) -> tuple[str, ...]:
+        """The metadata keys the template uses, in order."""
+        fields = (f for _, f in self.pieces if f is not None and f.startswith("meta."))
+        return tuple(dict.fromkeys(f.removeprefix("meta.") for f in fields))
 
     @property
     def is_default(self) -> bool:
@@ -138,7 +145,8 @@ class PathTemplate:
         return PurePosixPath(self.render_with(_values(job, stem, ext)))
 
     def render_with(self, values: Mapping[str, str]) -> str:
-        return "".join(literal + (values[f] if f is not None else "") for literal, f in self.pieces)
+        # A job without a metadata key the template uses gets "_" (validate reports it first).
+        return "".join(literal + (values.get(f, "_") if f else "") for literal, f in self.pieces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +194,19 @@ def clashes(template: PathTemplate, jobs: Iterable[Job], *, ext: str) -> Iterato
                 break
 
 
+def missing_meta(template: PathTemplate, jobs: Iterable[Job]) -> Iterator[tuple[int, str]]:
+    """Each job (its index) that lacks a metadata key the template uses, with the key."""
+    keys = template.meta_keys
+    if not keys:
+        return
+    for index, job in enumerate(jobs):
+        have = {k for k, _ in job.meta}
+        for key in keys:
+            if key not in have:
+                yield index, key
+                break
+
+
 def stems_of(job: Job) -> tuple[str, ...]:
     """The stem names ``job``'s mode is documented to return (none known: empty)."""
     if job.mode is Mode.SINGLE and job.stem is not None:
@@ -208,31 +229,42 @@ def source_base(source: Source) -> str:
         host, path, _ = url_parts(source.url)
         segments = [s for s in path.split("/") if s]
         base = unquote(segments[-1]).rsplit(".", 1)[0] if segments else host
-    base = _BAD_VALUE_CHARS.sub("_", unicodedata.normalize("NFC", base)).strip().lstrip(".")
-    return base[:_SOURCE_CHARS].strip() or "source"
+    return _safe_value(base) or "source"
+
+
+def _safe_value(text: str) -> str:
+    """A field's text as one file or folder name: NFC, no separators or characters a file
+    system refuses, no dot or space at either end, at most 100 characters ("" if nothing
+    is left)."""
+    text = _BAD_VALUE_CHARS.sub("_", unicodedata.normalize("NFC", text)).strip().lstrip(".")
+    return text[:_SOURCE_CHARS].strip()
 
 
 def _values(job: Job, stem: str, ext: str) -> dict[str, str]:
-    return {
+    values = {
         "name": job.name,
         "stem": stem,
         "ext": ext,
         "mode": job.mode.value,
         "source": source_base(job.source),
     }
+    for key, value in job.meta:
+        values[f"meta.{key}"] = _safe_value(value) or "_"
+    return values
 
 
 def _check_field(field: str, spec: str | None, conversion: str | None) -> None:
     shown = "{" + field + "}"
-    if field.startswith("meta.") or field == "meta":
-        raise TemplateError(
-            f"'output_path' field {shown} needs job metadata, which manifests cannot carry yet",
-            f"use {', '.join('{' + f + '}' for f in FIELDS)}",
-        )
-    if field not in FIELDS:
+    if field == "meta" or field.startswith(("meta.", "meta[")):
+        if not field.startswith("meta.") or not META_KEY.fullmatch(field.removeprefix("meta.")):
+            raise TemplateError(
+                f"'output_path' field {shown} names no metadata key",
+                "write {meta.KEY}, KEY as in the jobs' 'meta' (letters, digits, '_')",
+            )
+    elif field not in FIELDS:
         raise TemplateError(
             f"unknown 'output_path' field {shown}",
-            f"use {', '.join('{' + f + '}' for f in FIELDS)}",
+            f"use {', '.join('{' + f + '}' for f in FIELDS)} or {{meta.KEY}}",
         )
     if spec or conversion:
         raise TemplateError(

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,7 @@ class Seen:
     part_puts: int = 0  # part uploads begun (each attempt)
     faults: int = 0  # 503s answered in place of the server
     completes: int = 0  # multipart uploads completed
+    refused: int = 0  # requests answered 403 by ``refuse``
     secret_hits: list[str] = field(default_factory=list)  # where the secret was seen
     methods: Counter[str] = field(default_factory=Counter)
 
@@ -119,12 +120,14 @@ class FaultProxy:
         fail: Callable[[str, int], bool] = lambda key, part: False,
         part_delay_s: float = 0.0,
         every_attempt: bool = False,
+        refuse: Callable[[str, str, Mapping[str, str]], bool] = lambda method, path, query: False,
     ) -> None:
         self.upstream = upstream
         self.secret = secret.encode()
         self.fail = fail
         self.part_delay_s = part_delay_s
         self.every_attempt = every_attempt  # fail every attempt, not only the first
+        self.refuse = refuse  # (method, path, query): answer 403 AccessDenied in its place
         self.seen = Seen()
         self._failed: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
@@ -166,6 +169,11 @@ class FaultProxy:
         for name, value in request.headers.items():
             self._look(f"header {name}", value.encode())
         self._look(f"body of {request.method} {request.path}", body)
+        if self.refuse(request.method, request.path, request.query):
+            with self._lock:
+                self.seen.refused += 1
+            denied = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+            return web.Response(status=403, text=denied, content_type="application/xml")
         part = request.query.get("partNumber")
         with self._lock:
             self.seen.requests += 1

@@ -214,10 +214,31 @@ def test_a_bucket_pays_once_whatever_the_state_and_keeps_flac(
         assert {j.get("reason") for j in again} == {"already in output_dir"}
         assert sb.stats()["jobs"]["created"] == 4  # nothing paid again
 
-        # An object changed behind batchpod's back is not trusted: the job is not done.
+        # An object uploaded again with the same bytes in another way (one part of a
+        # multipart upload: another ETag) is still the stem: its SHA-256 is read back.
         client = s3.client()
+        key = paths[1].removeprefix(f"s3://{BUCKET}/")
+        same = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        before = client.head_object(Bucket=BUCKET, Key=key)["ETag"]
+        upload = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        part = client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=1, Body=same)
+        client.complete_multipart_upload(
+            Bucket=BUCKET,
+            Key=key,
+            UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+        )
+        assert client.head_object(Bucket=BUCKET, Key=key)["ETag"] != before
+        path.with_name("jobs.batchpod.db").unlink()
+        code, _, err = run_cli(sb, path, "--output-endpoint", s3.url)
+        assert code == 0, err
+        assert {j.get("reason") for j in results_of(path)["jobs"]} == {"already in output_dir"}
+
+        # An object changed behind batchpod's back, even to the same size, is not trusted:
+        # the job is not done.
         key = paths[0].removeprefix(f"s3://{BUCKET}/")
-        client.put_object(Bucket=BUCKET, Key=key, Body=b"not a stem")
+        body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        client.put_object(Bucket=BUCKET, Key=key, Body=bytes([body[0] ^ 1]) + body[1:])
         path.with_name("jobs.batchpod.db").unlink()
         code, _out, err = run_cli(sb, path, "--output-endpoint", s3.url)
         changed = [
@@ -348,3 +369,63 @@ def test_cleanup_checks_the_stems_in_the_bucket(tmp_path: Path, s3: S3Server, aw
         assert deleted == sorted([jobs[0]["name"], jobs[2]["name"]]), out
         assert f"kept {jobs[1]['name']}" in err
         assert sb.stats()["jobs"]["deleted"] == 2
+
+
+def test_a_store_that_will_not_list_stops_the_run_before_it_pays_again(
+    tmp_path: Path, s3: S3Server, aws: None
+) -> None:
+    """A bucket policy that lets a run write but not list: with the state gone, reading the
+    done records fails, and that is an error (exit 74, one line, nothing submitted), never
+    taken for "nothing stored yet", which would pay for every song again."""
+    path = write_manifest(tmp_path, _jobs(3), output_dir=f"s3://{BUCKET}/listless")
+    with SandboxThread(SETTINGS) as sb:
+        code, _, err = run_cli(sb, path, "--output-endpoint", s3.url)
+        assert code == 0, err
+        path.with_name("jobs.batchpod.db").unlink()
+        proxy = FaultProxy(s3.url, secret=sb.api_key, refuse=lambda m, p, q: "list-type" in q)
+        try:
+            code, _, err = run_cli(sb, path, "--output-endpoint", proxy.url)
+            assert code == 74, err
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and "AccessDenied" in lines[0], err
+            assert "Traceback" not in err
+            # With --no-download (no pre-flight probe), the records cannot be read either.
+            code, _, err = run_cli(sb, path, "--output-endpoint", proxy.url, "--no-download")
+            assert code == 74 and "AccessDenied" in err and "Traceback" not in err, err
+        finally:
+            proxy.close()
+        assert proxy.seen.refused >= 2
+        assert sb.stats()["jobs"]["created"] == 3  # nothing paid again
+
+
+def test_settings_a_store_refuses_and_urls_with_credentials_are_one_clean_line(
+    tmp_path: Path, aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
+    with SandboxThread(SETTINGS) as sb:
+        path = write_manifest(tmp_path, _jobs(1), output_dir="az://stems/x")
+        for extra in ([], ["--no-download"]):
+            code, _, err = run_cli(sb, path, *extra)
+            assert code == 74, err
+            assert err.strip() == (
+                "batchpod: error: cannot write stems to az://stems/x: "
+                "Generic MicrosoftAzure error: Account must be specified"
+            )
+        # An AWS endpoint variable is for s3:// only: it changes nothing for gs:// or az://.
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://10.0.0.5:9000")
+        code, _, err = run_cli(sb, path)
+        assert code == 74 and "Account must be specified" in err, err
+        # --output-endpoint with gs:// or az:// is a usage mistake, not an I/O failure.
+        code, _, err = run_cli(sb, path, "--output-endpoint", "https://minio.example.com")
+        assert code == 2 and "--output-endpoint is for s3://" in err, err
+        assert sb.stats()["jobs"]["created"] == 0
+
+    secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
+    bad = write_manifest(tmp_path, _jobs(1), output_dir=f"'s3://AKIAEXAMPLE:{secret}@stems/x'")
+    (code, _), err = _capture(["validate", str(bad)])
+    assert code == 2 and "not a bucket URL" in err and secret not in err, err
+    (code, _), err = _capture(["run", str(bad), "--output-dir", f"s3://AKIA:{secret}@stems/x"])
+    usage = capsys.readouterr().err
+    assert code == 2 and "not a folder or bucket URL" in usage and secret not in usage
+    (code, _), err = _capture(["run", str(bad), "--output-dir", "S3://stems/x"])
+    assert code == 2 and "use s3://" in capsys.readouterr().err

@@ -43,7 +43,8 @@ def _validate(path: Path) -> tuple[int, list[str]]:
         ("'{name}/./{stem}.{ext}'", "cannot have a '.' folder"),
         ("'{name}\\\\{stem}.{ext}'", "cannot hold '\\\\'"),
         ("'{artist}/{stem}.{ext}'", "unknown 'output_path' field {artist}"),
-        ("'{meta.isrc}/{stem}.{ext}'", "{meta.isrc} needs job metadata"),
+        ("'{meta}/{stem}.{ext}'", "{meta} names no metadata key"),
+        ("'{meta.is-rc}/{stem}.{ext}'", "{meta.is-rc} names no metadata key"),
         ("'{name}/{stem:>10}.{ext}'", "cannot take a format or conversion"),
         ("'{name}/{stem.{ext}'", "is not a template"),
         ("'{name}/song.{ext}'", "must contain {stem}"),
@@ -201,7 +202,7 @@ _hostile = st.lists(st.one_of(_literal, _field), min_size=1, max_size=9).map("".
 # them and .{ext} at the end, mostly), so that many are accepted and their paths tested.
 _piece = st.one_of(
     st.sampled_from(["-", "_", "x", "Ü", "x y", "."]),
-    st.sampled_from(FIELDS).map(lambda f: "{" + f + "}"),
+    st.sampled_from([*FIELDS, "meta.isrc"]).map(lambda f: "{" + f + "}"),
 )
 _folder = st.lists(_piece, min_size=1, max_size=3).map("".join)
 
@@ -228,6 +229,13 @@ _base = st.lists(
 ).map("".join)
 
 
+_meta_value = st.lists(
+    st.sampled_from(["/", "..", ".", " ", "\\", ":", "a", "A", "b", "1", "é", "?"]),
+    min_size=1,
+    max_size=6,
+).map("".join)
+
+
 @st.composite
 def _jobs(draw: st.DrawFn) -> list[dict[str, Any]]:
     jobs: list[dict[str, Any]] = []
@@ -239,6 +247,8 @@ def _jobs(draw: st.DrawFn) -> list[dict[str, Any]]:
             job["stem"] = draw(st.sampled_from(list(Stem))).value
         if draw(st.booleans()):
             job["name"] = draw(_name)
+        if draw(st.integers(0, 3)):  # metadata of any text: separators, dots, spaces, case
+            job["meta"] = {"isrc": draw(_meta_value)}
         jobs.append(job)
     return jobs
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -148,11 +147,12 @@ def state(text: str) -> Path | str:
 
 
 def output_location(text: str) -> Location:
-    """An argparse type for ``--output-dir``: a folder, or ``s3://``, ``gs://``, ``az://``."""
+    """An argparse type for ``--output-dir``: a folder, or ``s3://``, ``gs://``, ``az://``.
+    A bad URL is not repeated: it may hold credentials typed into it."""
     try:
         return location(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text}: {exc}") from None
+        raise argparse.ArgumentTypeError(f"not a folder or bucket URL: {exc}") from None
 
 
 def endpoint(text: str) -> str:
@@ -161,10 +161,6 @@ def endpoint(text: str) -> str:
         return check_endpoint(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-#: The variables the AWS SDKs read an S3 endpoint from, in their order.
-ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser, *, verb: str) -> None:
@@ -184,20 +180,6 @@ def add_storage_arguments(parser: argparse.ArgumentParser, *, verb: str) -> None
         "http to this machine only (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, "
         "else AWS's own)",
     )
-
-
-def output_endpoint(args: argparse.Namespace) -> str | None:
-    """``--output-endpoint``, else the AWS SDKs' variables (checked like the flag)."""
-    if args.output_endpoint is not None:
-        value: str = args.output_endpoint
-        return value
-    for variable in ENDPOINT_VARIABLES:
-        if text := os.environ.get(variable):
-            try:
-                return check_endpoint(text)
-            except ValueError as exc:
-                raise ConfigError(f"${variable}: {exc}") from None
-    return None
 
 
 def sqlite_state(args: argparse.Namespace, command: str) -> Path | None:

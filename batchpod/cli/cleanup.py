@@ -10,13 +10,13 @@ import anyio
 
 from batchpod import cleanup
 from batchpod.config import as_duration
-from batchpod.errors import ConfigError, ExitCode, OutputError
+from batchpod.errors import ConfigError, ExitCode
 from batchpod.identity import content_keys
 from batchpod.journal import Journal, RunLock
 from batchpod.manifest import load_manifest
 from batchpod.paths import state_path_for
 from batchpod.shards import shard_share
-from batchpod.storage import StorageError, open_shelf
+from batchpod.storage import open_shelf
 
 from ._options import (
     PROG,
@@ -25,7 +25,6 @@ from ._options import (
     add_storage_arguments,
     client,
     duration,
-    output_endpoint,
     shard,
     sqlite_state,
 )
@@ -73,10 +72,7 @@ def _cmd_cleanup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise ConfigError(f"there is no state at {path}: no run of this manifest finished a job")
 
     where = args.output_dir or manifest.output_dir
-    try:
-        shelf = open_shelf(where, endpoint=output_endpoint(args))
-    except StorageError as exc:
-        raise OutputError(path=str(where), reason=str(exc)) from None
+    shelf = open_shelf(where, endpoint=args.output_endpoint)
 
     async def go() -> cleanup.Cleanup:
         with RunLock(path), Journal.open(path, create=False) as journal:

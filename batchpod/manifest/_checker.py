@@ -36,6 +36,7 @@ from batchpod.templates import (
     PathTemplate,
     TemplateError,
     clashes,
+    missing_meta,
 )
 
 from ._fields import JOB_KEYS, JobFields
@@ -162,7 +163,8 @@ class Checker:
             try:
                 return ObjectUrl.parse(text)
             except ValueError as exc:
-                self.report.on(node, f"'output_dir' {text!r}: {exc}")
+                # Not repeated: a URL may hold credentials typed into it.
+                self.report.on(node, f"'output_dir' is not a bucket URL: {exc}")
                 return None
         return Path(os.path.normpath(self.base / Path(text).expanduser()))
 
@@ -234,6 +236,15 @@ class Checker:
         """Report each job whose stems would be written where another job's are, or to a
         name too long for a file system."""
         ext = "wav" if output.as_served else extension(output)
+        lacking = list(missing_meta(template, jobs))
+        for index, key in lacking:
+            self.report.at(
+                drafts[index].at,
+                f"job {drafts[index].number} has no 'meta.{key}', which output_path uses",
+                f"give every job 'meta: {{{key}: ...}}' (or set it in 'defaults')",
+            )
+        if lacking:
+            return
         for found in clashes(template, jobs, ext=ext):
             if isinstance(found, int):
                 self.report.at(

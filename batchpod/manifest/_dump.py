@@ -52,6 +52,8 @@ def dump_manifest(manifest: Manifest) -> str:
             entry["stem"] = job.stem.value
         if job.duration_s is not None:
             entry["duration"] = job.duration_s
+        if job.meta:
+            entry["meta"] = dict(job.meta)
         jobs.append(entry)
     top["jobs"] = jobs
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

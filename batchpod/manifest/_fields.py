@@ -1,4 +1,5 @@
-"""A job's fields, one by one: ``url``, ``file``, ``mode``, ``stem``, ``name`` and ``duration``.
+"""A job's fields, one by one: ``url``, ``file``, ``mode``, ``stem``, ``name``, ``duration`` and
+``meta``.
 
 Each field's node is parsed into its value (a URL's text, an absolute file path, a ``Mode``,
 a ``Stem``, a folder name, seconds) or reported and left out. The same parsers read a job's
@@ -16,18 +17,18 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from batchpod.identity import is_simple_url
-from batchpod.models import Mode, Stem
+from batchpod.models import MAX_META_KEY, MAX_META_KEYS, MAX_META_VALUE, META_KEY, Mode, Stem
 
 from ._report import Reporter, close_match
-from ._values import INVALID, describe, scalar, string
-from ._yaml import PLAIN, STR_TAG
+from ._values import INVALID, check_tag, describe, scalar, string
+from ._yaml import MAP_TAG, PLAIN, STR_TAG
 
 __all__ = ["JOB_KEYS", "MAX_NAME_LENGTH", "MAX_URL_LENGTH", "JobFields"]
 
-JOB_KEYS: Final = ("url", "file", "mode", "stem", "name", "duration")
+JOB_KEYS: Final = ("url", "file", "mode", "stem", "name", "duration", "meta")
 MAX_NAME_LENGTH: Final = 100
 MAX_URL_LENGTH: Final = 8192
 
@@ -49,6 +50,7 @@ _STEMS: Final = {s.value: s for s in Stem}
 _VALID_MODES: Final = ", ".join(_MODES)
 _VALID_STEMS: Final = ", ".join(_STEMS)
 _SPACE: Final = re.compile(r"\s")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 # Characters that no output folder name may contain on any common filesystem.
 _BAD_NAME_CHARS: Final = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')
@@ -67,6 +69,7 @@ class JobFields:
             "stem": self.stem,
             "name": self.name,
             "duration": self.duration,
+            "meta": self.meta,
         }
 
     def parse(self, raw: dict[str, Node]) -> dict[str, Any]:
@@ -218,3 +221,62 @@ class JobFields:
             )
             return INVALID
         return float(value)
+
+    def meta(self, node: Node) -> Any:
+        """The job's metadata: a mapping of short text values, by identifier-like keys
+        (``isrc: USRC17607839``), as (key, value) pairs in the order written. A number is
+        kept as written (``catalogue: 007`` is "007")."""
+        report = self.report
+        if not isinstance(node, MappingNode):
+            report.on(node, f"'meta' must be a mapping of keys to values, got {describe(node)}")
+            return INVALID
+        check_tag(node, MAP_TAG, report)
+        pairs: dict[str, str] = {}
+        ok = True
+        hint = "keys are letters, digits and '_', not starting with a digit"
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, ScalarNode) else None
+            if not isinstance(key, str) or not META_KEY.fullmatch(key):
+                shown = report.quote(str(key)) if isinstance(key, str) else describe(key_node)
+                report.on(key_node, f"'meta' key {shown!r} is not a name", hint)
+                ok = False
+                continue
+            if len(key) > MAX_META_KEY:
+                report.on(key_node, f"'meta' key is longer than {MAX_META_KEY} characters")
+                ok = False
+                continue
+            if key in pairs:
+                report.on(key_node, f"duplicate 'meta' key '{key}'")
+                ok = False
+                continue
+            if not isinstance(value_node, ScalarNode):
+                report.on(
+                    value_node, f"'meta.{key}' must be text or a number, got {describe(value_node)}"
+                )
+                ok = False
+                continue
+            value = scalar(value_node, report)
+            if value is INVALID:
+                ok = False
+                continue
+            if value is None or isinstance(value, bool) or type(value) not in (str, int, float):
+                report.on(
+                    value_node,
+                    f"'meta.{key}' must be text or a number, got {describe(value_node)}",
+                    "quote it to keep it as text",
+                )
+                ok = False
+                continue
+            text = str(value_node.value)  # as written: "007", not 7
+            if len(text) > MAX_META_VALUE:
+                report.on(value_node, f"'meta.{key}' is longer than {MAX_META_VALUE} characters")
+                ok = False
+            elif _CONTROL.search(text):
+                report.on(value_node, f"'meta.{key}' cannot hold control characters or newlines")
+                ok = False
+            else:
+                pairs[key] = text
+        if len(pairs) > MAX_META_KEYS:
+            report.on(node, f"'meta' has {len(pairs)} keys; at most {MAX_META_KEYS}")
+            return INVALID
+        return tuple(pairs.items()) if ok else INVALID

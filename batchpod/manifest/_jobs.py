@@ -17,7 +17,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from batchpod.errors import Problem
 from batchpod.identity import slug_for, source_key
-from batchpod.models import Mode, Source, Stem
+from batchpod.models import MAX_META_KEYS, Mode, Source, Stem
 
 from ._fields import JOB_KEYS, JobFields
 from ._report import Position, Reporter, position
@@ -58,6 +58,7 @@ class Draft:
     stem: Stem | None = None
     duration_s: float | None = None
     name: str | None = None
+    meta: tuple[tuple[str, str], ...] = ()
     slug: str = ""
     ok: bool = True
     reported: int = 0  # how many of its list's problems were found by the end of this job
@@ -196,6 +197,9 @@ class JobList:
                 fields.pop("url", None)
                 fields.pop("file", None)
             fields.update(own)
+            if "meta" in defaults.fields and "meta" in own:  # a job's keys over the defaults'
+                merged = {**dict(defaults.fields["meta"]), **dict(own["meta"])}
+                fields["meta"] = tuple(merged.items())
 
         if "url" in draft.keys and "file" in draft.keys:
             pass  # reported by `_job`
@@ -233,6 +237,13 @@ class JobList:
             )
 
         draft.duration_s = fields.get("duration")
+        draft.meta = fields.get("meta", ())
+        if len(draft.meta) > MAX_META_KEYS:
+            report.at(
+                draft.at,
+                f"job {number} has {len(draft.meta)} 'meta' keys with the defaults'; "
+                f"at most {MAX_META_KEYS}",
+            )
         draft.name = fields.get("name")
         if draft.name is None and draft.source is not None:
             draft.slug = slug_for(draft.source)

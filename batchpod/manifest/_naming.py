@@ -63,6 +63,7 @@ def finish_jobs(drafts: list[Draft]) -> tuple[Job, ...]:
                 stem=draft.stem,
                 duration_s=draft.duration_s,
                 line=draft.at[0],
+                meta=draft.meta,
             )
         )
     return tuple(jobs)

@@ -69,8 +69,8 @@ class Crew:
         self.jobs = tuple(jobs)
         self.config = config
         self.concurrency: int = config.concurrency
-        # Where stems are kept: a folder, or a bucket (StorageError if its settings are
-        # refused; the session has opened it once already, so they are not).
+        # Where stems are kept: a folder, or a bucket (OutputError if its settings are
+        # refused, even for a run that downloads nothing: its done records are there).
         self.shelf: Shelf = open_shelf(
             config.output_dir,
             endpoint=config.output_endpoint,

@@ -144,6 +144,8 @@ class Pool:
         try:
             await self._run_all(send, receive)
         finally:
+            send.close()  # also when the run failed before its workers took them
+            receive.close()
             crew.shelf.close()  # a bucket's staging folder
         return self.results()
 

@@ -91,8 +91,8 @@ def open_shelf(
     retry: RetryPolicy | None = None,
     part_bytes: int = DEFAULT_PART_BYTES,
 ) -> Shelf:
-    """The shelf of ``root``: a folder, or a bucket and prefix. StorageError if a store's
-    settings are refused."""
+    """The shelf of ``root``: a folder, or a bucket and prefix. OutputError if a store's
+    settings are refused, ConfigError for an endpoint it cannot take."""
     if isinstance(root, ObjectUrl):
         return ObjectShelf(root, endpoint=endpoint, retry=retry, part_bytes=part_bytes)
     return LocalShelf(root)

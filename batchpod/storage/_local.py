@@ -77,8 +77,8 @@ class LocalShelf:
         a file whose size and modification time are unchanged is taken as unchanged (the
         quick check rsync and make rely on); any other is hashed again."""
         path = file.path
-        if isinstance(path, ObjectUrl):
-            return False  # recorded in a bucket: not a file of this folder
+        if isinstance(path, ObjectUrl) or not path.is_relative_to(self.root):
+            return False  # kept elsewhere than this run's output folder
         try:
             info = path.stat()
         except OSError:

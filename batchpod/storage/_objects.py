@@ -20,7 +20,9 @@ signed links) to a store.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
+import os
 import re
 import secrets
 import shutil
@@ -34,7 +36,7 @@ from urllib.parse import urlsplit
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
 
-from batchpod.errors import OutputError
+from batchpod.errors import ConfigError, OutputError
 from batchpod.identity import file_sha256
 from batchpod.models import Location, ObjectUrl, OutputFile
 from batchpod.retry import RetryPolicy
@@ -104,14 +106,39 @@ def retry_config(policy: RetryPolicy) -> dict[str, Any]:
     }
 
 
+#: The variables the AWS SDKs (and object_store) read an S3 endpoint from, in their order.
+ENDPOINT_VARIABLES: Final = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+
+
+def s3_endpoint(endpoint: str | None) -> str | None:
+    """The S3 endpoint to use: ``endpoint``, else the first of ``ENDPOINT_VARIABLES`` set,
+    checked as ``--output-endpoint`` is (ConfigError naming the variable). object_store
+    would read those variables itself; reading them here first keeps plain http to
+    loopback only, whichever way the address comes."""
+    if endpoint is not None:
+        return endpoint
+    for variable in ENDPOINT_VARIABLES:
+        if text := os.environ.get(variable):
+            try:
+                return check_endpoint(text)
+            except ValueError as exc:
+                raise ConfigError(f"${variable}: {exc}") from None
+    return None
+
+
 def open_store(root: ObjectUrl, *, endpoint: str | None, retry: RetryPolicy) -> ObjectStore:
-    """The ``obstore`` store of ``root``'s bucket (its keys are whole, prefix included)."""
+    """The ``obstore`` store of ``root``'s bucket (its keys are whole, prefix included).
+    ConfigError for an endpoint given with gs:// or az://; OutputError if the store's
+    settings are refused (an Azure account not set, say)."""
     from obstore.store import AzureStore, GCSStore, S3Store
 
+    if endpoint is not None and root.scheme != "s3":
+        raise ConfigError("--output-endpoint is for s3:// (S3-compatible stores) only")
     options: dict[str, Any] = {"allow_http": False}
     retries = retry_config(retry)
     try:
         if root.scheme == "s3":
+            endpoint = s3_endpoint(endpoint)
             config: dict[str, Any] = {}
             if endpoint is not None:
                 # Set here, explicitly, so that plain http is allowed only where
@@ -124,8 +151,6 @@ def open_store(root: ObjectUrl, *, endpoint: str | None, retry: RetryPolicy) -> 
                 client_options=options,  # type: ignore[arg-type]
                 retry_config=retries,  # type: ignore[arg-type]
             )
-        if endpoint is not None:
-            raise StorageError("--output-endpoint is for s3:// (S3-compatible stores) only")
         if root.scheme == "gs":
             return GCSStore(
                 root.bucket,
@@ -138,7 +163,7 @@ def open_store(root: ObjectUrl, *, endpoint: str | None, retry: RetryPolicy) -> 
             retry_config=retries,  # type: ignore[arg-type]
         )
     except (ObstoreError, ValueError) as exc:
-        raise StorageError(_one_line(exc)) from None
+        raise OutputError(path=str(root), reason=_one_line(exc)) from None
 
 
 class ObjectShelf:
@@ -170,10 +195,15 @@ class ObjectShelf:
         return where.relative_to(self.root)
 
     def check(self) -> None:
-        """That stems can be stored here: a small object is written and deleted again."""
+        """That stems can be kept here, and what is kept read back: a small object is
+        written, read, listed with the done records and deleted again. A store that lets a
+        run write but not list or read would hide what earlier runs stored, and the run
+        would pay for it again."""
         probe = self._key(RECORDS.parent / f"probe-{secrets.token_hex(8)}")
         try:
-            obstore.put(self._store, probe, b"")
+            obstore.put(self._store, probe, b"batchpod")
+            obstore.get(self._store, probe).bytes()
+            obstore.list(self._store, prefix=self._key(RECORDS) + "/").collect()
             obstore.delete(self._store, probe)
         except (ObstoreError, OSError) as exc:
             raise OutputError(path=str(self.root), reason=_one_line(exc)) from None
@@ -221,33 +251,54 @@ class ObjectShelf:
         )
 
     def matches(self, file: OutputFile) -> bool:
-        """Whether a stored stem is still there as it was stored: the same size and ETag (an
-        object rewritten since has another ETag; its bytes are not read again)."""
-        if not isinstance(file.path, ObjectUrl):
+        """Whether a stored stem is still there, under this prefix, as it was stored: the
+        same size, and the same ETag or else (an object copied or uploaded again in other
+        parts) the same SHA-256, read back. OutputError when the store cannot say: that is
+        not "gone", and must not make a run fetch or pay for the job again."""
+        where = file.path
+        if not isinstance(where, ObjectUrl):
             return False
         try:
-            if (file.path.scheme, file.path.bucket) != (self.root.scheme, self.root.bucket):
-                return False  # kept in another bucket than this run's
-            key = file.path.key
-            stored = obstore.head(self._store, key)
-        except (ObstoreError, OSError, ValueError):
+            where.relative_to(self.root)
+        except ValueError:
+            return False  # kept elsewhere than this run's output
+        try:
+            stored = obstore.head(self._store, where.key)
+            if stored["size"] != file.size:
+                return False
+            if file.etag is not None and stored["e_tag"] == file.etag:
+                return True
+            if file.sha256 is None:
+                return True  # nothing more to compare
+            digest = hashlib.sha256()
+            for chunk in obstore.get(self._store, where.key).stream(min_chunk_size=_READ_BLOCK):
+                digest.update(chunk)
+            return digest.hexdigest() == file.sha256
+        except FileNotFoundError:
             return False
-        return stored["size"] == file.size and (file.etag is None or stored["e_tag"] == file.etag)
+        except (ObstoreError, OSError) as exc:
+            raise OutputError(path=str(where), reason=_one_line(exc)) from None
 
     # The done records, below the prefix's .batchpod/done/.
     def record_keys(self) -> set[str]:
+        """The content keys with a record. OutputError if the store will not list them (a
+        run that took that for "none" would pay again for every song stored)."""
         try:
             listed = obstore.list(self._store, prefix=self._key(RECORDS) + "/").collect()
-        except (ObstoreError, OSError):
-            return set()
+        except (ObstoreError, OSError) as exc:
+            raise OutputError(path=self.records_where, reason=_one_line(exc)) from None
         names = (PurePosixPath(item["path"]).name for item in listed)
         return {n.removesuffix(".json") for n in names if n.endswith(".json")}
 
     def read_record(self, name: str) -> bytes | None:
+        """A record's bytes; None if there is none, OutputError if the store will not say."""
+        key = self._key(RECORDS / f"{name}.json")
         try:
-            return bytes(obstore.get(self._store, self._key(RECORDS / f"{name}.json")).bytes())
-        except (ObstoreError, OSError):
+            return bytes(obstore.get(self._store, key).bytes())
+        except FileNotFoundError:
             return None
+        except (ObstoreError, OSError) as exc:
+            raise OutputError(path=str(self.at(RECORDS)), reason=_one_line(exc)) from None
 
     def write_record(self, name: str, data: bytes) -> None:
         """Write a record in one PUT, which a store applies whole or not at all (blocking);
