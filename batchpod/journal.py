@@ -163,7 +163,18 @@ class Journal:
             if not readonly:
                 # Look before touching: switching to WAL would already rewrite the header of
                 # someone else's database.
-                cls.open(path, create=False, readonly=True).close()
+                try:
+                    cls.open(path, create=False, readonly=True).close()
+                except StateError as exc:
+                    # A read-only connection cannot recover the WAL a killed writer left
+                    # ("attempt to write a readonly database"); such a file is in WAL mode
+                    # already, so nothing of its header changes, and the read-write open
+                    # below recovers it, then checks that it is batchpod's.
+                    cause = exc.__cause__
+                    if not (
+                        isinstance(cause, sqlite3.OperationalError) and "readonly" in str(cause)
+                    ):
+                        raise
         try:
             if readonly:
                 db = sqlite3.connect(

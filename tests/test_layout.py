@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"api"},
     {"session", "reporters", "cleanup"},
     {"runner", "standing", "recovery", "census"},
-    {"config", "merge", "reconcile", "layouts"},
+    {"config", "merge", "reconcile", "layouts", "catalogue"},
     {"manifest", "keys", "charges", "poller", "estimate", "report", "fleet", "storage"},
     {"client", "journal", "paths", "templates"},
     {"flow", "identity", "results", "shards"},

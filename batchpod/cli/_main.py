@@ -23,7 +23,19 @@ from batchpod._version import __version__
 from batchpod.errors import BatchpodError, ExitCode, ManifestError
 from batchpod.logs import LogFormat
 
-from . import cleanup, estimate, fleet, keys, recovery, results, run, sandbox, status, validate
+from . import (
+    cleanup,
+    estimate,
+    fleet,
+    init,
+    keys,
+    recovery,
+    results,
+    run,
+    sandbox,
+    status,
+    validate,
+)
 from ._options import PROG
 
 
@@ -40,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # The order here is the order of the command list in --help.
+    init.add_parsers(commands)
     validate.add_parsers(commands)
     run.add_parsers(commands)
     status.add_parsers(commands)

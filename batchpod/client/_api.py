@@ -24,6 +24,7 @@ from urllib.parse import quote
 import aiohttp
 import anyio.to_thread
 
+from batchpod.audio import UPLOAD_EXTENSIONS, audio_kind
 from batchpod.errors import InvalidResponse, UploadFileError
 
 from ._classify import Call
@@ -153,7 +154,7 @@ class ApiClient:
             # aiohttp closes the file once it has sent it: a re-send after a key switch opens
             # it again and builds a new form.
             try:
-                handle, content_type = await anyio.to_thread.run_sync(_open_upload, path)
+                handle, content_type, name = await anyio.to_thread.run_sync(_open_upload, path)
             except OSError as exc:
                 raise UploadFileError(
                     f"cannot read {path} to upload it ({exc.strerror or exc}); check that the "
@@ -167,7 +168,7 @@ class ApiClient:
             if stem is not None:
                 data.add_field("stem", str(stem))
             # A file object makes aiohttp stream the part in chunks: never read whole.
-            data.add_field("file", handle, filename=_upload_name(path), content_type=content_type)
+            data.add_field("file", handle, filename=name, content_type=content_type)
             return data
 
         t = self._transport.timeouts
@@ -313,17 +314,25 @@ def _parsed(call: Call, parse: Callable[[Any], T], data: Any) -> T:
         raise InvalidResponse(f"{call}: {exc.message}", body_snippet=exc.body_snippet) from exc
 
 
-def _open_upload(path: Path) -> tuple[IO[bytes], str]:
-    """The file to upload, opened, and its MIME type (runs in a worker thread)."""
-    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return path.open("rb"), content_type
+def _open_upload(path: Path) -> tuple[IO[bytes], str, str]:
+    """The file to upload, opened, its MIME type and the name to send (runs in a worker
+    thread)."""
+    name = _upload_name(path)
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return path.open("rb"), content_type, name
 
 
 def _upload_name(path: Path) -> str:
     """The file name to send: the basename, with control characters (which would break the
-    part's headers) replaced."""
-    name = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in path.name)
-    return name or "upload"
+    part's headers) replaced. AudioPod tells a file's format by its name's extension, so a
+    file whose extension names no audio format ("take 3.txt", "master" with none) but whose
+    content is audio is sent as what its content is ("take 3.txt.wav")."""
+    name = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in path.name) or "upload"
+    if path.suffix.lower().lstrip(".") not in UPLOAD_EXTENSIONS:
+        kind = audio_kind(path)
+        if kind is not None:
+            name = f"{name}.{kind}"
+    return name
 
 
 def _segment(job_id: str) -> str:
