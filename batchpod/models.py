@@ -248,6 +248,18 @@ def location(text: str) -> Location:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GlobMatch:
+    """A ``files:`` job of a manifest: its pattern, where it is written, the files it matched
+    and how many of them became jobs (the rest repeat a job listed already)."""
+
+    pattern: str
+    line: int
+    column: int
+    matched: int
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
     """A validated manifest: everything a run needs to know about the work."""
 
@@ -260,6 +272,7 @@ class Manifest:
     output: OutputSpec = OutputSpec()
     # Where each stem goes inside output_dir (``batchpod.templates``), checked when read.
     output_path: str = "{name}/{stem}.{ext}"
+    globs: tuple[GlobMatch, ...] = ()  # each 'files:' job, and how many files it stood for
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -15,7 +15,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TypeAlias, TypeVar
+from typing import TextIO, TypeAlias, TypeVar
 
 from batchpod.api import api_endpoint
 from batchpod.budget import dollars_to_cents
@@ -24,7 +24,7 @@ from batchpod.config import BASE_URL_ENV, RunConfig
 from batchpod.errors import ConfigError
 from batchpod.fleet import DatabaseUrl, is_database_url
 from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource, read_key
-from batchpod.models import Location, location
+from batchpod.models import Location, Manifest, location
 from batchpod.shards import Shard
 from batchpod.storage import check_endpoint
 
@@ -180,6 +180,29 @@ def add_storage_arguments(parser: argparse.ArgumentParser, *, verb: str) -> None
         "http to this machine only (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, "
         "else AWS's own)",
     )
+
+
+def report_globs(
+    manifest: Manifest, shown: str, out: TextIO | None, err: TextIO, *, strict: bool
+) -> None:
+    """Each 'files:' job's count of matches (to ``out``, if given), and a warning with its
+    place for each that matched nothing: an empty night is no error, unless ``strict``
+    (then ConfigError, exit 2)."""
+    empty = []
+    for glob in manifest.globs:
+        where = f"{shown}:{glob.line}:{glob.column}"
+        if out is not None:
+            repeats = glob.matched - glob.jobs
+            extra = f" ({repeats} already listed)" if repeats else ""
+            print(
+                f"{where}: 'files' {glob.pattern!r} matched {glob.matched} files{extra}", file=out
+            )
+        if not glob.matched:
+            empty.append(f"{where}: 'files' {glob.pattern!r} matched no files")
+    if empty and strict:
+        raise ConfigError("; ".join(empty) + " (--strict)")
+    for line in empty:
+        print(f"{line} (a warning: --strict makes it an error)", file=err)
 
 
 def sqlite_state(args: argparse.Namespace, command: str) -> Path | None:

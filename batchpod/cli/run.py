@@ -40,6 +40,7 @@ from ._options import (
     key_source,
     positive_float,
     positive_int,
+    report_globs,
     seconds,
     shard,
     state,
@@ -82,6 +83,11 @@ def add_parsers(commands: Commands) -> None:
         help="jobs in flight at once, overriding the manifest's 'concurrency'",
     )
     add_storage_arguments(run, verb="written")
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="a 'files' glob that matches nothing is an error (exit 2), not a warning",
+    )
     run.add_argument(
         "--upload-part-size",
         metavar="SIZE",
@@ -226,6 +232,7 @@ def add_parsers(commands: Commands) -> None:
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     manifest = load_manifest(args.manifest)  # validates: nothing is sent while it has problems
+    report_globs(manifest, args.manifest, None, err, strict=args.strict)
     if args.dry_run:
         return show_estimate(manifest, args, out)
     # Read first thing, so that a missing key is reported before anything else happens.

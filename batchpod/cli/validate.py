@@ -8,7 +8,7 @@ from typing import TextIO
 from batchpod.errors import ExitCode, ManifestError
 from batchpod.manifest import check_manifest
 
-from ._options import Commands
+from ._options import Commands, report_globs
 
 
 def add_parsers(commands: Commands) -> None:
@@ -18,10 +18,14 @@ def add_parsers(commands: Commands) -> None:
         help="check a manifest and report every problem in it",
         description=(
             "Parse and check the whole manifest. Every problem is printed as "
-            "FILE:LINE:COL: message. Exit 0 when clean, 2 otherwise."
+            "FILE:LINE:COL: message; each 'files' glob's count of matches too, and a warning "
+            "for one that matches nothing. Exit 0 when clean, 2 otherwise."
         ),
     )
     validate.add_argument("manifest", metavar="MANIFEST", help="the jobs manifest (YAML)")
+    validate.add_argument(
+        "--strict", action="store_true", help="a 'files' glob that matches nothing is an error"
+    )
     validate.set_defaults(handler=_cmd_validate)
 
 
@@ -30,6 +34,7 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if problems:
         raise ManifestError(problems)
     assert manifest is not None
+    report_globs(manifest, args.manifest, out, err, strict=args.strict)
     urls = sum(1 for job in manifest.jobs if job.source.kind == "url")
     files = len(manifest.jobs) - urls
     jobs = "job" if len(manifest.jobs) == 1 else "jobs"

@@ -40,8 +40,8 @@ from batchpod.templates import (
 )
 
 from ._fields import JOB_KEYS, JobFields
-from ._jobs import Defaults, Draft, JobList
-from ._limits import ManifestLimits
+from ._jobs import Defaults, Draft, JobList, expand_globs
+from ._limits import SPLIT_HINT, ManifestLimits
 from ._naming import check_duplicates, finish_jobs
 from ._report import Reporter
 from ._values import INVALID, describe, is_null, mapping, scalar, string
@@ -108,6 +108,16 @@ class Checker:
         budget = self.budget(top.get("budget"))
         defaults = self.defaults(top.get("defaults"))
         drafts = self.jobs.check(top.get("jobs"), root, defaults)
+        drafts, globs = expand_globs(drafts)
+        if globs and len(drafts) > report.limits.max_jobs:
+            first = globs[0]
+            report.at(
+                (first.line, first.column),
+                f"the jobs and their 'files' matches are {len(drafts)} jobs; at most "
+                f"{report.limits.max_jobs}",
+                SPLIT_HINT,
+            )
+            return None
         check_duplicates(drafts, report)
 
         if report.problems or version is None or output_dir is None or budget is None:
@@ -127,6 +137,7 @@ class Checker:
             jobs=jobs,
             output=output,
             output_path=template.text,
+            globs=tuple(globs),
         )
 
     def version(self, node: Node | None, root: Node) -> int | None:

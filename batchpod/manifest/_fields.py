@@ -9,6 +9,7 @@ combine, is the jobs list's business (``_jobs``); local files are checked to exi
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import re
@@ -28,7 +29,7 @@ from ._yaml import MAP_TAG, PLAIN, STR_TAG
 
 __all__ = ["JOB_KEYS", "MAX_NAME_LENGTH", "MAX_URL_LENGTH", "JobFields"]
 
-JOB_KEYS: Final = ("url", "file", "mode", "stem", "name", "duration", "meta")
+JOB_KEYS: Final = ("url", "file", "files", "mode", "stem", "name", "duration", "meta")
 MAX_NAME_LENGTH: Final = 100
 MAX_URL_LENGTH: Final = 8192
 
@@ -65,6 +66,7 @@ class JobFields:
         self.parsers: dict[str, Callable[[Node], Any]] = {
             "url": self.url,
             "file": self.file,
+            "files": self.files,
             "mode": self.mode,
             "stem": self.stem,
             "name": self.name,
@@ -280,3 +282,24 @@ class JobFields:
             report.on(node, f"'meta' has {len(pairs)} keys; at most {MAX_META_KEYS}")
             return INVALID
         return tuple(pairs.items()) if ok else INVALID
+
+    def files(self, node: Node) -> Any:
+        """A glob of local files, relative to the manifest (``incoming/**/*.mp3``; ``**``
+        for any depth): the job stands for each regular file it matches, hidden ones apart,
+        in the order of their paths. Returns (pattern, matched paths)."""
+        report = self.report
+        text = string(node, "'files'", report)
+        if text is None:
+            return INVALID
+        if not text.strip() or "\x00" in text:
+            report.on(node, "'files' must be a glob of file paths, such as 'incoming/*.mp3'")
+            return INVALID
+        pattern = os.path.normpath(self.base / Path(text).expanduser())
+        try:
+            # An absolute pattern with ** across folders: Path.glob takes relative ones only.
+            found = glob.glob(pattern, recursive=True)  # noqa: PTH207
+        except (OSError, ValueError) as exc:
+            report.on(node, f"cannot read 'files' {report.quote(text)}: {exc}")
+            return INVALID
+        paths = sorted(Path(p) for p in found if Path(p).is_file())
+        return text, tuple(paths)

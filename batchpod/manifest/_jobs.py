@@ -10,21 +10,23 @@ Whether two jobs repeat each other, and what unnamed jobs are called, is ``_nami
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from batchpod.errors import Problem
 from batchpod.identity import slug_for, source_key
-from batchpod.models import MAX_META_KEYS, Mode, Source, Stem
+from batchpod.models import MAX_META_KEYS, GlobMatch, Mode, Source, Stem
 
 from ._fields import JOB_KEYS, JobFields
 from ._report import Position, Reporter, position
 from ._values import check_tag, describe, mapping
 from ._yaml import SEQ_TAG
 
-__all__ = ["Defaults", "Draft", "JobList"]
+__all__ = ["Defaults", "Draft", "JobList", "expand_globs"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +61,8 @@ class Draft:
     duration_s: float | None = None
     name: str | None = None
     meta: tuple[tuple[str, str], ...] = ()
+    # A 'files:' job: its pattern and the files it matched (expanded by ``expand_globs``).
+    glob: tuple[str, tuple[Path, ...]] | None = None
     slug: str = ""
     ok: bool = True
     reported: int = 0  # how many of its list's problems were found by the end of this job
@@ -175,8 +179,17 @@ class JobList:
             draft.stem_at = position(raw["stem"])
         if "name" in own:
             draft.name_at = position(raw["name"])
-        if "url" in raw and "file" in raw:
-            report.on(node, f"job {number} has both 'url' and 'file'", "keep exactly one")
+        given = [key for key in ("url", "file", "files") if key in raw]
+        if len(given) > 1:
+            named = [f"'{key}'" for key in given]
+            both = f"both {named[0]} and {named[1]}" if len(named) == 2 else ", ".join(named)
+            report.on(node, f"job {number} has {both}", "keep exactly one")
+        if "files" in raw and "name" in raw:
+            report.on(
+                raw["name"],
+                f"job {number} stands for many files ('files'), so it cannot have one 'name'",
+                "each file's job is named after it",
+            )
         draft.ok = len(report.problems) == before
         return draft
 
@@ -193,18 +206,21 @@ class JobList:
         fields = own
         if defaults.fields:
             fields = dict(defaults.fields)
-            if "url" in own or "file" in own:  # a job's own source replaces a default source
+            if {"url", "file", "files"} & own.keys():  # a job's source replaces a default's
                 fields.pop("url", None)
                 fields.pop("file", None)
+                fields.pop("files", None)
             fields.update(own)
             if "meta" in defaults.fields and "meta" in own:  # a job's keys over the defaults'
                 merged = {**dict(defaults.fields["meta"]), **dict(own["meta"])}
                 fields["meta"] = tuple(merged.items())
 
-        if "url" in draft.keys and "file" in draft.keys:
+        if len({"url", "file", "files"} & draft.keys) > 1:
             pass  # reported by `_job`
-        elif "url" not in given and "file" not in given:
+        elif not {"url", "file", "files"} & given:
             report.at(draft.at, f"job {number} has neither 'url' nor 'file'", "add one of them")
+        elif "files" in fields:
+            draft.glob = fields["files"]
         elif "url" in fields:
             url = fields["url"]
             draft.source = Source(url=url)
@@ -248,3 +264,45 @@ class JobList:
         if draft.name is None and draft.source is not None:
             draft.slug = slug_for(draft.source)
         draft.ok = draft.ok and len(report.problems) == before
+
+
+def expand_globs(drafts: list[Draft]) -> tuple[list[Draft], list[GlobMatch]]:
+    """Each 'files:' job replaced by one job per file it matched, in the place it is written
+    (each with its line, for messages). A file whose work (the file, mode and stem) a job
+    written out already does, or an earlier match, is left out: a glob that overlaps a job
+    or another glob never repeats it."""
+    seen: set[tuple[str | None, Mode | None, Stem | None]] = {
+        (d.source_key, d.mode, d.stem)
+        for d in drafts
+        if d.glob is None and d.source_key is not None and d.mode is not None
+    }
+    out: list[Draft] = []
+    globs: list[GlobMatch] = []
+    for draft in drafts:
+        if draft.glob is None:
+            out.append(draft)
+            continue
+        pattern, paths = draft.glob
+        taken = 0
+        for path in paths:
+            source = Source(file=path)
+            key = source_key(source)
+            if (key, draft.mode, draft.stem) in seen:
+                continue
+            seen.add((key, draft.mode, draft.stem))
+            taken += 1
+            out.append(
+                dataclasses.replace(
+                    draft, glob=None, source=source, source_key=key, slug=slug_for(source)
+                )
+            )
+        globs.append(
+            GlobMatch(
+                pattern=pattern,
+                line=draft.at[0],
+                column=draft.at[1],
+                matched=len(paths),
+                jobs=taken,
+            )
+        )
+    return out, globs
