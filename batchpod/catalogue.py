@@ -43,6 +43,7 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from batchpod.audio import audio_duration_s, audio_kind
 from batchpod.errors import ManifestError, Problem
 from batchpod.identity import source_key
+from batchpod.manifest import name_problem
 from batchpod.models import MAX_META_KEY, MAX_META_VALUE, META_KEY, Mode, Source, Stem
 
 __all__ = ["Entry", "Scan", "append_text", "jobs_indent", "read_sources", "render", "write_text"]
@@ -344,6 +345,9 @@ def _row(cells: dict[str, str], meta_keys: dict[str, str], base: Path) -> tuple[
         if len(value) > MAX_META_VALUE:
             return None, f"column {key!r} holds more than {MAX_META_VALUE} characters"
     name = cells.get("name", "").strip() or None
+    if name is not None and (wrong := name_problem(name)) is not None:
+        message, hint = wrong
+        return None, f"{message} ({hint})" if hint else message
     entry = Entry(
         file=path, url=url or None, mode=mode, stem=stem, name=name, duration_s=duration, meta=meta
     )

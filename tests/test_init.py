@@ -203,6 +203,12 @@ def test_a_bad_row_or_source_is_one_line_each_and_nothing_is_written(
         "missing-folder: no such file or folder",
     ]
     assert not (tmp_path / "jobs.yaml").exists() and out == ""
+    # A name the manifest would refuse is refused here, at its CSV line.
+    (tmp_path / "names.csv").write_text(
+        "url,name\nhttps://cdn.example.com/a.mp3,AC/DC\n", encoding="utf-8"
+    )
+    code, _, err = _cli("init", "names.csv")
+    assert code == 2 and err.startswith("names.csv:2:1: 'name' cannot be a folder name"), err
     (tmp_path / "nohead.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     code, _, err = _cli("init", "nohead.csv")
     assert code == 2 and err.startswith("nohead.csv:1:1: the header names neither 'url' nor")

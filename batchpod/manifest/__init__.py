@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from ._checker import DEFAULT_CONCURRENCY, DEFAULT_OUTPUT_DIR, MAX_CONCURRENCY
 from ._dump import dump_manifest
+from ._fields import name_problem
 from ._limits import (
     DEFAULT_LIMITS,
     MAX_JOBS,
@@ -62,5 +63,6 @@ __all__ = [
     "check_manifest",
     "dump_manifest",
     "load_manifest",
+    "name_problem",
     "parse_manifest",
 ]

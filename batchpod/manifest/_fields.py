@@ -27,7 +27,7 @@ from ._report import Reporter, close_match
 from ._values import INVALID, check_tag, describe, scalar, string
 from ._yaml import MAP_TAG, PLAIN, STR_TAG
 
-__all__ = ["JOB_KEYS", "MAX_NAME_LENGTH", "MAX_URL_LENGTH", "JobFields"]
+__all__ = ["JOB_KEYS", "MAX_NAME_LENGTH", "MAX_URL_LENGTH", "JobFields", "name_problem"]
 
 JOB_KEYS: Final = ("url", "file", "files", "mode", "stem", "name", "duration", "meta")
 MAX_NAME_LENGTH: Final = 100
@@ -55,6 +55,25 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 # Characters that no output folder name may contain on any common filesystem.
 _BAD_NAME_CHARS: Final = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')
+
+
+def name_problem(
+    text: str, cut: Callable[[str], str] = lambda t: t[:60]
+) -> tuple[str, str | None] | None:
+    """What is wrong with ``text`` as a job's name (an output folder): a message and a hint;
+    None if it is a fine name."""
+    hint = "use letters, digits, spaces, '-', '_' or '.'"
+    if not text.strip():
+        return "'name' must not be empty", hint
+    if text in (".", "..") or text.startswith("."):
+        return f"'name' cannot start with a dot: {cut(text)!r}", hint
+    if _BAD_NAME_CHARS.search(text):
+        return f"'name' cannot be a folder name: {cut(text)!r}", hint
+    if len(text) > MAX_NAME_LENGTH:
+        return f"'name' is longer than {MAX_NAME_LENGTH} characters", None
+    if text != text.strip():
+        return f"'name' must not start or end with spaces: {cut(text)!r}", None
+    return None
 
 
 class JobFields:
@@ -196,20 +215,10 @@ class JobFields:
             report.on(node, f"'name' must be text, got {describe(node)}")
             return INVALID
         text = str(node.value)
-        cut = report.cut
-        hint = "use letters, digits, spaces, '-', '_' or '.'"
-        if not text.strip():
-            report.on(node, "'name' must not be empty", hint)
-        elif text in (".", "..") or text.startswith("."):
-            report.on(node, f"'name' cannot start with a dot: {cut(text)!r}", hint)
-        elif _BAD_NAME_CHARS.search(text):
-            report.on(node, f"'name' cannot be a folder name: {cut(text)!r}", hint)
-        elif len(text) > MAX_NAME_LENGTH:
-            report.on(node, f"'name' is longer than {MAX_NAME_LENGTH} characters")
-        elif text != text.strip():
-            report.on(node, f"'name' must not start or end with spaces: {cut(text)!r}")
-        else:
+        wrong = name_problem(text, report.cut)
+        if wrong is None:
             return text
+        report.on(node, *wrong)
         return INVALID
 
     def duration(self, node: Node) -> Any:
