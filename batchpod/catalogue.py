@@ -26,12 +26,12 @@ before anything is written.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import io
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,8 +43,9 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from batchpod.audio import audio_duration_s, audio_kind
 from batchpod.errors import ManifestError, Problem
 from batchpod.identity import source_key
-from batchpod.manifest import name_problem
+from batchpod.manifest import name_problem, url_problem
 from batchpod.models import MAX_META_KEY, MAX_META_VALUE, META_KEY, Mode, Source, Stem
+from batchpod.results import write_atomic
 
 __all__ = ["Entry", "Scan", "append_text", "jobs_indent", "read_sources", "render", "write_text"]
 
@@ -81,12 +82,6 @@ class Scan:
     skipped_not_audio: int = 0
     skipped_links: int = 0  # links out of the folder, or back into it (loops)
     skipped_repeats: int = 0  # a file or URL met again
-
-    @property
-    def skipped(self) -> int:
-        return (
-            self.skipped_hidden + self.skipped_not_audio + self.skipped_links + self.skipped_repeats
-        )
 
     def summary(self) -> str:
         parts = [
@@ -153,20 +148,11 @@ def read_sources(
     for entry_index, entry in enumerate(scan.entries):
         if entry.mode is None or (entry.mode is Mode.SINGLE and entry.stem is None):
             chosen = entry.mode or mode or Mode.FOUR
-            scan.entries[entry_index] = _with(entry, mode=chosen, stem=entry.stem or stem)
+            single = chosen is Mode.SINGLE
+            scan.entries[entry_index] = dataclasses.replace(
+                entry, mode=chosen, stem=(entry.stem or stem) if single else None
+            )
     return scan
-
-
-def _with(entry: Entry, *, mode: Mode, stem: Stem | None) -> Entry:
-    return Entry(
-        file=entry.file,
-        url=entry.url,
-        mode=mode,
-        stem=stem if mode is Mode.SINGLE else None,
-        name=entry.name,
-        duration_s=entry.duration_s,
-        meta=entry.meta,
-    )
 
 
 def _hidden(relative: Path) -> bool:
@@ -231,9 +217,10 @@ def _read_url_list(path: Path, shown: str, scan: Scan) -> list[Problem]:
         url = line.strip()  # a whole line: a URL's own '#' (its fragment) is kept
         if not url or url.startswith("#"):
             continue
-        if not re.match(r"https?://[^\s/]+", url) or re.search(r"\s", url):
-            message = f"not an http(s) URL: {url[:80]!r}"
-            problems.append(Problem(path=shown, line=number, column=1, message=message))
+        if (wrong := url_problem(url)) is not None:
+            message, hint = wrong
+            problem = Problem(path=shown, line=number, column=1, message=message, hint=hint)
+            problems.append(problem)
             continue
         scan.entries.append(Entry(url=url))
     return problems
@@ -332,8 +319,9 @@ def _row(cells: dict[str, str], meta_keys: dict[str, str], base: Path) -> tuple[
             return None, f"file not found: {file!r}"
         if duration is None:
             duration = audio_duration_s(path)
-    elif not re.match(r"https?://[^\s/]+", url):
-        return None, f"not an http(s) URL: {url[:80]!r}"
+    elif (wrong := url_problem(url)) is not None:
+        message, hint = wrong
+        return None, f"{message} ({hint})" if hint else message
     # A cell's line breaks and other control characters become spaces: a manifest's
     # metadata is one line of text.
     meta = tuple(
@@ -447,17 +435,7 @@ def write_text(path: Path, text: str) -> None:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644 & ~_umask()
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(temp).chmod(mode)
-        Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, mode=mode)
 
 
 def _umask() -> int:

@@ -240,19 +240,20 @@ class Renderer:
         return text
 
 
-def write_atomic(path: Path, text: str | Iterable[str]) -> None:
+def write_atomic(path: Path, text: str | Iterable[str], *, mode: int = 0o600) -> None:
     """Replace ``path`` with ``text`` (or its pieces, one after another) so that readers see
-    the old file or the new, never half.
+    the old file or the new, never half; the file gets permissions ``mode`` (by default
+    owner-only: results name the user's catalogue and spend).
 
     Blocking: call it from a worker thread when on the event loop.
     """
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             out.writelines([text] if isinstance(text, str) else text)
             out.flush()
             os.fsync(out.fileno())
-        Path(temp).chmod(0o600)
+        Path(temp).chmod(mode)
         Path(temp).replace(path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

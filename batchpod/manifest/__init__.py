@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from ._checker import DEFAULT_CONCURRENCY, DEFAULT_OUTPUT_DIR, MAX_CONCURRENCY
 from ._dump import dump_manifest
-from ._fields import name_problem
+from ._fields import name_problem, url_problem
 from ._limits import (
     DEFAULT_LIMITS,
     MAX_JOBS,
@@ -65,4 +65,5 @@ __all__ = [
     "load_manifest",
     "name_problem",
     "parse_manifest",
+    "url_problem",
 ]

@@ -27,7 +27,14 @@ from ._report import Reporter, close_match
 from ._values import INVALID, check_tag, describe, scalar, string
 from ._yaml import MAP_TAG, PLAIN, STR_TAG
 
-__all__ = ["JOB_KEYS", "MAX_NAME_LENGTH", "MAX_URL_LENGTH", "JobFields", "name_problem"]
+__all__ = [
+    "JOB_KEYS",
+    "MAX_NAME_LENGTH",
+    "MAX_URL_LENGTH",
+    "JobFields",
+    "name_problem",
+    "url_problem",
+]
 
 JOB_KEYS: Final = ("url", "file", "files", "mode", "stem", "name", "duration", "meta")
 MAX_NAME_LENGTH: Final = 100
@@ -55,6 +62,38 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 # Characters that no output folder name may contain on any common filesystem.
 _BAD_NAME_CHARS: Final = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')
+
+
+def url_problem(
+    text: str, quote: Callable[[str], str] = lambda t: t[:60]
+) -> tuple[str, str | None] | None:
+    """What is wrong with ``text`` (stripped) as a job's URL: a message and a hint; None if
+    AudioPod can be given it."""
+    if len(text) > MAX_URL_LENGTH:
+        return f"'url' is longer than {MAX_URL_LENGTH} characters", None
+    if is_simple_url(text):  # http(s), a host: all that is checked below
+        return None
+    if _SPACE.search(text):
+        return "'url' must not contain spaces", "percent-encode them as %20"
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # an unclosed IPv6 bracket, say: urlsplit refuses it outright
+        return f"'url' has no valid host: {quote(text)}", None
+    if parts.scheme.lower() not in ("http", "https"):
+        if not parts.scheme or "." in parts.scheme:
+            return (
+                "'url' must start with http:// or https://",
+                f"did you mean 'https://{quote(text)}'?",
+            )
+        return f"'url' scheme '{quote(parts.scheme)}' is not supported", "use http or https"
+    try:
+        host = parts.hostname
+        _ = parts.port
+    except ValueError:
+        host = None
+    if not host:
+        return f"'url' has no valid host: {quote(text)}", None
+    return None
 
 
 def name_problem(
@@ -108,40 +147,11 @@ class JobFields:
         if text is None:
             return INVALID
         text = text.strip()
-        if len(text) > MAX_URL_LENGTH:
-            report.on(node, f"'url' is longer than {MAX_URL_LENGTH} characters")
-            return INVALID
-        if is_simple_url(text):  # http(s), a host: all that is checked below
+        wrong = url_problem(text, report.quote)
+        if wrong is None:
             return text
-        if _SPACE.search(text):
-            report.on(node, "'url' must not contain spaces", "percent-encode them as %20")
-            return INVALID
-        try:
-            parts = urlsplit(text)
-        except ValueError:  # an unclosed IPv6 bracket, say: urlsplit refuses it outright
-            report.on(node, f"'url' has no valid host: {report.quote(text)}")
-            return INVALID
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            if not parts.scheme or "." in parts.scheme:
-                hint = f"did you mean 'https://{report.quote(text)}'?"
-                report.on(node, "'url' must start with http:// or https://", hint)
-            else:
-                report.on(
-                    node,
-                    f"'url' scheme '{report.quote(parts.scheme)}' is not supported",
-                    "use http or https",
-                )
-            return INVALID
-        try:
-            host = parts.hostname
-            _ = parts.port
-        except ValueError:
-            host = None
-        if not host:
-            report.on(node, f"'url' has no valid host: {report.quote(text)}")
-            return INVALID
-        return text
+        report.on(node, *wrong)
+        return INVALID
 
     def file(self, node: Node) -> Any:
         report = self.report
