@@ -7,12 +7,29 @@ the pages read do not reach (it is older than the newest few hundred) is asked f
 status endpoint. If the list endpoint cannot be used at all, the board falls back to status
 requests for every job.
 
-When to look: each job keeps its own schedule from ``PollPolicy`` (soon after the submit,
-then further apart as it ages); a sweep runs when the earliest job is due, and no sooner than
-half of ``PollPolicy.first_s`` after the previous sweep. A sweep reads pages until it has seen
-every job that is due, and no deeper than the jobs registered since the oldest of them could
-have pushed it; every job it sees counts as looked at, so the list is read about as often as
-the youngest job wants, whatever the number of jobs.
+When to look: a page read costs one request and serves every job on it, so its cost per job
+falls as the jobs in flight grow. The board spends a budget, ``PollPolicy.budget`` requests
+per job (the usage-log and balance reads the run makes for its jobs count against it too),
+on whichever of two schedules buys more:
+
+- **Shared.** With many jobs in flight the list is read every ``g`` seconds for all of them,
+  ``g = max(SWEEP_FLOOR_S, NOTICE_SHARE * T, T * pages / (HEADROOM * budget_left * n))``:
+  ``n`` jobs in flight, ``pages`` read per sweep, ``T`` the expected life of a job (the
+  median of those that ended, or twice the age of the oldest in flight before any has). A
+  job then costs ``T / g * pages / n`` requests, within the budget; its end is noticed
+  ``g / 2`` after it, on average, and never sooner than a page is worth reading. While
+  ``T`` is still a guess the schedule can spend more than it meant to, so the reads so far
+  are held against what the jobs have earned (each earns its budget over its expected life):
+  past ``HEADROOM`` of it, ``g`` grows in proportion.
+- **Per job.** With few jobs in flight (about 3 or fewer at a budget of 2) that budget buys
+  sweeps further apart than a job's own ``PollPolicy`` interval near its end (a quarter of
+  its expected life), so each job keeps that schedule instead: a sweep runs when the
+  earliest job is due, no sooner than ``SWEEP_FLOOR_S`` after the previous one, and costs
+  more than the budget, as a lone job's polls must.
+
+A sweep reads pages until it has seen every job it is for (all of them when shared, the due
+ones per job), and no deeper than the jobs registered since the oldest of them could have
+pushed it; every job it sees counts as looked at.
 
 It knows the ``StemApi`` protocol and nothing of files, budgets or terminals.
 """
@@ -22,6 +39,8 @@ from __future__ import annotations
 import logging
 import math
 import random
+import statistics
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,6 +56,17 @@ log = logging.getLogger("batchpod")
 PAGE_SIZE = 100  # the most AudioPod's job list returns at once
 SINGLE_READS_AT_ONCE = 16  # status requests in flight for jobs the list did not reach
 LIST_FAILURES_BEFORE_SINGLES = 3  # transient list failures in a row before asking each job
+#: No sweep sooner than this after the previous one: a page read more often buys less than
+#: the round trip it costs, and the API's rate limits are per second.
+SWEEP_FLOOR_S = 0.1
+#: A shared sweep at least every 2% of a job's expected life: its end is then noticed within
+#: about 1% of it on average, beyond which reading more often buys nothing measurable.
+NOTICE_SHARE = 0.015
+#: The share of the budget the shared schedule aims at: job lives are estimated, and an
+#: estimate that turns out short must not take the run past its budget.
+HEADROOM = 0.85
+#: Lives of the latest jobs that ended, for the expected life of a job in flight.
+LIVES_KEPT = 64
 
 
 class StatusApi(Protocol):
@@ -128,22 +158,28 @@ class StatusBoard:
         retry: RetryPolicy,
         rng: random.Random,
         on_retry: Callable[[ApiError], None] | None = None,
+        other_reads: Callable[[], int] | None = None,
     ) -> None:
         self.api = api
         self.on_retry = on_retry or (lambda exc: None)  # told of each read it backs off from
+        # Reads the run makes for its jobs elsewhere (usage log, balance): they share the
+        # budget, so the board spends what they leave.
+        self.other_reads = other_reads or (lambda: 0)
         self.poll = poll
         self.retry = retry
         self.rng = rng
         self.use_list = True
         self.sweeps = 0
-        # One sweep answers for up to 100 jobs, so it may come twice as often as one job's
-        # quickest poll: that keeps the delay in noticing a short job's end near 0.1 s.
-        self.min_gap_s = poll.first_s / 2
+        self.reads = 0  # list pages and status requests, for the budget
+        self.min_gap_s = SWEEP_FLOOR_S
         self._waiters: dict[str, _Waiter] = {}
         self._wake = anyio.Event()
         self._singles = anyio.CapacityLimiter(SINGLE_READS_AT_ONCE)
         self._list_failures = 0
         self._registered = 0  # jobs ever asked about: the newest-first list grows by as many
+        self._lives: deque[float] = deque(maxlen=LIVES_KEPT)  # of the latest jobs that ended
+        self._pages = 1.0  # pages a shared sweep reads, smoothed
+        self._hold_until = -math.inf  # no sweep before this: the list is backing off
 
     async def wait(self, job_id: str) -> RemoteJob:
         """The job's status once it is COMPLETED or FAILED; raises what made that unknowable."""
@@ -167,30 +203,64 @@ class StatusBoard:
         assert waiter.result is not None
         return waiter.result
 
+    def expected_life_s(self, now: float) -> float:
+        """How long a job in flight is expected to take, submit to end (see the module doc)."""
+        oldest = max((now - w.since for w in self._waiters.values()), default=0.0)
+        if self._lives:
+            return max(statistics.median(self._lives), oldest, self.poll.first_s)
+        return max(2 * oldest, self.poll.first_s)  # as long again as it has run, at least
+
+    def shared_gap_s(self, now: float) -> float | None:
+        """Seconds between shared sweeps, or None while each job keeps its own schedule."""
+        waiting = self._waiters.values()
+        n = len(waiting)
+        if not n or not self.use_list:
+            return None
+        life = self.expected_life_s(now)
+        left = self.poll.budget - self.other_reads() / max(self._registered, 1)
+        left = max(left, self.poll.budget / 4)  # the board never spends nothing
+        budget_gap = life * self._pages / (HEADROOM * left * n)
+        if budget_gap > self.poll.interval_s(life, rng=None):
+            return None  # few jobs: the budget buys less than a job's own schedule near its end
+        # The gap assumes a job's life is known; while it is not (it grows with the oldest
+        # age), the schedule can spend more than it meant to. So the reads so far are held
+        # against what the jobs have earned: a job earns its budget over its expected life,
+        # and one no longer waited on has earned it all. Over the mark, sweeps slow to match.
+        spent = self.reads + self.other_reads()
+        earned = self._registered - n + sum(min(1.0, (now - w.since) / life) for w in waiting)
+        pace = spent / (HEADROOM * self.poll.budget * max(earned, 1.0))
+        return max(self.min_gap_s, NOTICE_SHARE * life, budget_gap) * max(1.0, pace)
+
     async def run(self) -> None:
-        """Sweep whenever a job is due; runs until cancelled."""
+        """Sweep whenever the schedule says so; runs until cancelled."""
         last = -math.inf
         while True:
             if not self._waiters:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            due = min(w.due for w in self._waiters.values())
-            at = max(due, last + self.min_gap_s)
+            now = anyio.current_time()
+            gap = self.shared_gap_s(now)
+            if gap is None:
+                due = min(w.due for w in self._waiters.values())
+                at = max(due, last + self.min_gap_s)
+            else:
+                at = last + gap
+            at = max(at, self._hold_until)
             self._wake = anyio.Event()
-            with anyio.move_on_after(at - anyio.current_time()):
-                await self._wake.wait()  # a new job may be due sooner: look again
+            with anyio.move_on_after(at - now):
+                await self._wake.wait()  # a new job may change the schedule: look again
                 continue
             last = anyio.current_time()
             self.sweeps += 1
-            await self._sweep(last)
+            await self._sweep(last, shared=gap is not None)
 
-    async def _sweep(self, now: float) -> None:
+    async def _sweep(self, now: float, *, shared: bool = False) -> None:
         waiters = dict(self._waiters)
         seen: dict[str, RemoteJob] = {}
         if self.use_list:
             try:
-                seen = await self._read_list(waiters, now)
+                seen = await self._read_list(waiters, now, shared=shared)
                 self._list_failures = 0
             except AuthenticationError as exc:
                 self._fail_all(exc)
@@ -207,6 +277,7 @@ class StatusBoard:
                     )
                     for waiter in waiters.values():
                         waiter.due = max(waiter.due, now + max(delay, self.poll.first_s))
+                    self._hold_until = now + max(delay, self.poll.first_s)
                     if self._list_failures == 1:  # once per spell, not once per sweep
                         log.info("job list unavailable (%s); will try again", exc)
                     return
@@ -226,29 +297,38 @@ class StatusBoard:
         async with self._singles:
             await self._read_status(waiter, now)
 
-    async def _read_list(self, waiters: dict[str, _Waiter], now: float) -> dict[str, RemoteJob]:
-        """Rows for the due jobs (and any others on the same pages), newest first.
+    async def _read_list(
+        self, waiters: dict[str, _Waiter], now: float, *, shared: bool = False
+    ) -> dict[str, RemoteJob]:
+        """Rows for the jobs the sweep is for (and any others on the same pages), newest
+        first: every job in flight when ``shared``, else the due ones.
 
-        Jobs submitted after a job sit above it in the list, so the oldest due job is at most
-        as deep as the jobs registered since it (plus a page for other clients' jobs); a job
-        deeper than that is asked for through its status endpoint.
+        Jobs submitted after a job sit above it in the list, so the oldest wanted job is at
+        most as deep as the jobs registered since it (plus a page for other clients' jobs); a
+        job deeper than that is asked for through its status endpoint.
         """
-        due = {w.job_id for w in waiters.values() if w.due <= now}
-        if not due:
+        wanted = {w.job_id for w in waiters.values() if shared or w.due <= now}
+        if not wanted:
             return {}
-        oldest = min(waiters[job_id].seq for job_id in due)
+        oldest = min(waiters[job_id].seq for job_id in wanted)
         pages = (self._registered - oldest) // PAGE_SIZE + 2
         seen: dict[str, RemoteJob] = {}
+        read = 0
         for page in range(pages):
             rows = await self.api.list_jobs(skip=page * PAGE_SIZE, limit=PAGE_SIZE)
+            read += 1
             for row in rows:
                 if row.id in waiters:
                     seen[row.id] = row
-            if len(rows) < PAGE_SIZE or due <= seen.keys():
+            if len(rows) < PAGE_SIZE or wanted <= seen.keys():
                 break
+        self.reads += read
+        if shared:
+            self._pages = 0.8 * self._pages + 0.2 * read
         return seen
 
     async def _read_status(self, waiter: _Waiter, now: float) -> None:
+        self.reads += 1
         try:
             row = await self.api.status(waiter.job_id)
         except ApiError as exc:
@@ -268,6 +348,8 @@ class StatusBoard:
 
     def _observe(self, waiter: _Waiter, row: RemoteJob, now: float) -> None:
         if row.status.terminal:
+            if waiter.result is None:
+                self._lives.append(now - waiter.since)
             waiter.result = row
             waiter.done.set()
         else:  # a fresh status, due or not: its next look is a full interval away

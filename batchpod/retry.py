@@ -12,7 +12,9 @@ Two schedules live here:
   multiplied by a random factor in ``[1 - jitter, 1 + jitter]`` so that jobs submitted
   together do not poll together. With the defaults: at ages 0.25, 0.5, 0.75, 1, 1.25, 1.56,
   1.95, ... s, then every 15 s once a job is a minute old. A job's status is learnt within a
-  quarter of its age, at a cost that grows only with the logarithm of its length.
+  quarter of its age, at a cost that grows only with the logarithm of its length. Its
+  ``budget`` (requests per job) is what the status board may spend instead when many jobs
+  share the job list's pages (``batchpod.poller``).
 
 The caller passes the random source, so tests fix it. ``retry_cause`` names why a request is
 retried, for the per-job and per-run counts in the results.
@@ -26,6 +28,7 @@ below already are.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -84,8 +87,13 @@ class PollPolicy:
     growth: float = 0.25
     max_s: float = 15.0
     jitter: float = 0.2
+    # API requests per job, its submit apart, that learning of its end (and its charge) may
+    # cost on average when jobs share the job list's pages (batchpod.poller).
+    budget: float = 2.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.budget) and self.budget > 0):
+            raise ValueError("the poll budget must be a positive number of requests per job")
         if self.first_s <= 0 or self.max_s < self.first_s:
             raise ValueError("need 0 < first_s <= max_s")
         if self.growth < 0:
@@ -93,9 +101,12 @@ class PollPolicy:
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
 
-    def interval_s(self, age_s: float, *, rng: random.Random) -> float:
-        """Seconds until the next poll of a job submitted ``age_s`` seconds ago."""
+    def interval_s(self, age_s: float, *, rng: random.Random | None) -> float:
+        """Seconds until the next poll of a job submitted ``age_s`` seconds ago (without
+        jitter when ``rng`` is None)."""
         base = min(self.max_s, max(self.first_s, self.growth * age_s))
+        if rng is None:
+            return base
         return base * rng.uniform(1 - self.jitter, 1 + self.jitter)
 
 

@@ -71,6 +71,7 @@ same run, not across machines.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import importlib.util
 import io
@@ -135,14 +136,21 @@ def write_manifest(folder: Path, jobs: int, *, audio: bool = False) -> Path:
     return path
 
 
+#: --client-src: the checkout whose batchpod the measured commands import (the sandbox's
+#: stays this one's), for before/after figures against one sandbox.
+_CLIENT_SRC: Path | None = None
+
+
 def _timed_call(
-    setup: str, call: str, env: dict[str, str] | None = None
+    setup: str, call: str, env: dict[str, str] | None = None, *, client: bool = True
 ) -> tuple[float, float, float, int]:
     """Wall s, CPU s, peak RSS MiB and exit code of `call` in a new interpreter.
 
     `setup` (imports and definitions) runs first and is not timed; CPU and peak RSS are the
-    whole process's.
+    whole process's. With `client` and --client-src, batchpod is imported from there.
     """
+    if client and _CLIENT_SRC is not None:  # first on sys.path, before the working folder
+        setup = f"import sys; sys.path.insert(0, {str(_CLIENT_SRC)!r})\n{setup}"
     code = (
         "import resource, sys, time\n"
         f"{setup}\n"
@@ -226,7 +234,7 @@ def bench_run(
     sandbox = _Sandbox("--processing-time", str(job_time_s), "--balance", "1000000")
     try:
         env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
-        walls, cpus, rsses, requests = [], [], [], []
+        runs: list[_Measured] = []
         for _ in range(repeat):
             with tempfile.TemporaryDirectory(prefix="batchpod-bench-") as tmp:
                 urls = [f"https://cdn.example.com/{i}.mp3?duration=60" for i in range(jobs)]
@@ -238,14 +246,12 @@ def bench_run(
                 wall, cpu, rss, rc = _timed(argv, env)
                 if rc != 0:
                     raise SystemExit(f"batchpod run exited {rc}")
-                walls.append(wall)
-                cpus.append(cpu)
-                rsses.append(rss)
-                requests.append(_api_requests(sandbox.stats()))
+                runs.append(_measured(wall, cpu, rss, sandbox.stats()))
     finally:
         sandbox.close()
     ideal = math.ceil(jobs / concurrency) * job_time_s
-    wall = statistics.median(walls)
+    m = _median(runs)
+    wall = m.wall
     return {
         "scenario": "run",
         "jobs": jobs,
@@ -256,9 +262,11 @@ def bench_run(
         "wall_s": round(wall, 2),
         "ideal_s": ideal,
         "wall_over_ideal": round(wall / ideal, 2),
-        "api_requests_per_job": round(statistics.median(requests) / jobs, 2),
-        "cpu_s_per_job": round(statistics.median(cpus) / jobs, 4),
-        "peak_rss_mib": round(statistics.median(rsses), 1),
+        "api_requests_per_job": round((m.requests or 0) / jobs, 2),
+        "notice_median_s": m.notice_median,
+        "notice_p90_s": m.notice_p90,
+        "cpu_s_per_job": round(m.cpu / jobs, 4),
+        "peak_rss_mib": round(m.rss, 1),
     }
 
 
@@ -346,8 +354,30 @@ def sdk_batch(base_url, urls, concurrency, folder):
     return 0 if stems == [4] * len(urls) else 1
 """
 
-_FULL = {"jobs": 1000, "concurrency": 100, "job_time": 2.0, "latency": 0.02, "scale_jobs": 100_000}
-_QUICK = {"jobs": 100, "concurrency": 50, "job_time": 1.0, "latency": 0.02, "scale_jobs": 3000}
+
+class _Scenario(NamedTuple):
+    """A workload of `all`, run by batchpod and by the SDK against its own sandbox."""
+
+    name: str
+    jobs: int
+    concurrency: int
+    job_time: float
+    max_requests_per_job: float  # the target, API requests per job (downloads apart)
+    max_wall_over_ideal: float | None = None
+
+
+_SCENARIOS = (
+    _Scenario("20 s jobs", 200, 100, 20.0, 2.0, 1.03),
+    _Scenario("2 s jobs", 300, 50, 2.0, 2.0, 1.10),
+    _Scenario("concurrency 10", 50, 10, 5.0, 3.0),
+)
+_QUICK_SCENARIOS = (
+    _Scenario("4 s jobs", 100, 50, 4.0, 2.0, 1.03),
+    _Scenario("1 s jobs", 100, 50, 1.0, 2.0, 1.10),
+    _Scenario("concurrency 10", 30, 10, 1.0, 3.0),
+)
+_FULL = {"latency": 0.02, "scale_jobs": 100_000}
+_QUICK = {"latency": 0.02, "scale_jobs": 3000}
 _batches = itertools.count()
 
 
@@ -357,6 +387,8 @@ class _Measured(NamedTuple):
     rss: float
     requests: int | None = None
     peak_active: int | None = None
+    notice_median: float | None = None  # s from a job's end to the first answer showing it
+    notice_p90: float | None = None
 
 
 def _median(runs: list[_Measured]) -> _Measured:
@@ -368,6 +400,20 @@ def _median(runs: list[_Measured]) -> _Measured:
 def _api_requests(stats: dict[str, Any]) -> int:
     """API requests the sandbox counted since its last reset, stem downloads apart."""
     return sum(n for route, n in stats["requests"].items() if "/media/" not in route)
+
+
+def _measured(wall: float, cpu: float, rss: float, stats: dict[str, Any]) -> _Measured:
+    """A run's figures with the sandbox's counts since its last reset."""
+    notice = stats["notice_delay"]
+    return _Measured(
+        wall,
+        cpu,
+        rss,
+        _api_requests(stats),
+        stats["jobs"]["peak_active"],
+        notice["median_s"],
+        notice["p90_s"],
+    )
 
 
 def _url_manifest(folder: Path, concurrency: int, urls: list[str]) -> Path:
@@ -421,8 +467,7 @@ def _batchpod_run(
         wall, cpu, rss, rc = _timed(argv, env)
         if rc != 0:
             raise SystemExit(f"batchpod run exited {rc}")
-        stats = sandbox.stats()
-    return _Measured(wall, cpu, rss, _api_requests(stats), stats["jobs"]["peak_active"])
+        return _measured(wall, cpu, rss, sandbox.stats())
 
 
 def _sdk_run(sandbox: _Sandbox, jobs: int, concurrency: int, disk_dir: Path | None) -> _Measured:
@@ -431,11 +476,10 @@ def _sdk_run(sandbox: _Sandbox, jobs: int, concurrency: int, disk_dir: Path | No
         call = f"sdk_batch({sandbox.base_url!r}, {_url_jobs(jobs)!r}, {concurrency}, {tmp!r})"
         env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
         sandbox.reset()
-        wall, cpu, rss, rc = _timed_call(_SDK_SETUP, call, env)
+        wall, cpu, rss, rc = _timed_call(_SDK_SETUP, call, env, client=False)
         if rc != 0:
             raise SystemExit("the SDK workload did not get four stems for every job")
-        stats = sandbox.stats()
-    return _Measured(wall, cpu, rss, _api_requests(stats), stats["jobs"]["peak_active"])
+        return _measured(wall, cpu, rss, sandbox.stats())
 
 
 def _row(
@@ -453,82 +497,122 @@ def _row(
         "jobs": jobs,
         "concurrency": concurrency,
         "job_time_s": job_time,
-        "latency_s": latency,
         "wall_s": round(m.wall, 2),
         "ideal_s": None if ideal is None else round(ideal, 2),
-        "wall_over_ideal": None if ideal is None else round(m.wall / ideal, 2),
+        "wall_over_ideal": None if ideal is None else round(m.wall / ideal, 3),
         "jobs_per_s": round(jobs / m.wall),
-        "peak_active": m.peak_active,
         "api_requests_per_job": None if m.requests is None else round(m.requests / jobs, 2),
-        "cpu_s": round(m.cpu, 2),
+        "notice_median_s": m.notice_median,
+        "notice_p90_s": m.notice_p90,
         "cpu_ms_per_job": round(1000 * m.cpu / jobs, 3),
         "peak_rss_mib": round(m.rss, 1),
     }
 
 
+def _target(name: str, figure: str, met: bool) -> dict[str, object]:
+    return {"target": name, "figure": figure, "met": "yes" if met else "NO"}
+
+
+def _bench_scenario(
+    sc: _Scenario,
+    *,
+    latency: float,
+    balance: str,
+    repeat: int,
+    sdk: bool,
+    disk_dir: Path | None,
+    durability: bool,
+    into: tuple[list[dict[str, object]], list[dict[str, object]], dict[str, Any]],
+) -> None:
+    """One workload of `all`: batchpod, the SDK, and with `durability` the state in RAM."""
+    rows, targets, summary = into
+    ideal = math.ceil(sc.jobs / sc.concurrency) * (sc.job_time + 2 * latency)
+    shared: dict[str, Any] = {
+        "concurrency": sc.concurrency,
+        "job_time": sc.job_time,
+        "latency": latency,
+        "ideal": ideal,
+    }
+
+    def repeated(measure: Callable[[], _Measured]) -> _Measured:
+        return _median([measure() for _ in range(repeat)])
+
+    sandbox = _Sandbox(
+        "--processing-time", str(sc.job_time), "--latency", str(latency), "--balance", balance
+    )
+    try:
+        ours = repeated(
+            functools.partial(_batchpod_run, sandbox, sc.jobs, sc.concurrency, disk_dir, None)
+        )
+        rows.append(_row(f"batchpod, {sc.name}", ours, sc.jobs, **shared))
+        ratio = ours.wall / ideal
+        per_job = (ours.requests or 0) / sc.jobs
+        if sc.max_wall_over_ideal is not None:
+            name = f"{sc.name}: wall/ideal <= {sc.max_wall_over_ideal}"
+            targets.append(_target(name, f"{ratio:.3f}", ratio <= sc.max_wall_over_ideal))
+        name = f"{sc.name}: API requests/job <= {sc.max_requests_per_job:g}"
+        targets.append(_target(name, f"{per_job:.2f}", per_job <= sc.max_requests_per_job))
+        if sdk:
+            theirs = repeated(
+                functools.partial(_sdk_run, sandbox, sc.jobs, sc.concurrency, disk_dir)
+            )
+            rows.append(_row(f"audiopod SDK, {sc.name}", theirs, sc.jobs, **shared))
+            faster = theirs.wall / ours.wall
+            summary["sdk_over_batchpod_wall"][sc.name] = round(faster, 2)
+            targets.append(_target(f"{sc.name}: faster than the SDK", f"{faster:.2f}x", faster > 1))
+        if durability and Path("/dev/shm").is_dir():
+
+            def in_ram_once() -> _Measured:
+                with tempfile.TemporaryDirectory(prefix="batchpod-bench-", dir="/dev/shm") as st:
+                    return _batchpod_run(sandbox, sc.jobs, sc.concurrency, disk_dir, Path(st))
+
+            in_ram = repeated(in_ram_once)
+            rows.append(_row("... state in /dev/shm", in_ram, sc.jobs, **shared))
+            summary["state_on_disk_fs"] = _fs_type(disk_dir or Path(tempfile.gettempdir()))
+            summary["durability_wall_ms_per_job"] = round(
+                1000 * (ours.wall - in_ram.wall) / sc.jobs, 3
+            )
+            summary["durability_cpu_ms_per_job"] = round(
+                1000 * (ours.cpu - in_ram.cpu) / sc.jobs, 3
+            )
+    finally:
+        sandbox.close()
+
+
 def bench_all(
     *,
-    jobs: int,
-    concurrency: int,
-    job_time: float,
+    scenarios: tuple[_Scenario, ...],
     latency: float,
     scale_jobs: int,
     repeat: int,
     sdk: bool,
     disk_dir: Path | None,
 ) -> dict[str, object]:
-    """The default scenario: a row per measurement (see the module docstring)."""
+    """The default scenario: a row per measurement, then the targets (see the docstring)."""
     rows: list[dict[str, object]] = []
-    summary: dict[str, object] = {}
-    disk_fs = _fs_type(disk_dir or Path(tempfile.gettempdir()))
-    shared: dict[str, Any] = {
-        "concurrency": concurrency,
-        "job_time": job_time,
-        "latency": latency,
-        "ideal": math.ceil(jobs / concurrency) * (job_time + 2 * latency),
-    }
-    balance = str(max(1_000_000, 10 * max(jobs, scale_jobs)))
+    targets: list[dict[str, object]] = []
+    summary: dict[str, Any] = {"sdk_over_batchpod_wall": {}}
+    balance = str(10 * max(100_000, scale_jobs))
 
     def repeated(measure: Callable[[], _Measured]) -> _Measured:
         return _median([measure() for _ in range(repeat)])
 
-    sandbox = _Sandbox(
-        "--processing-time", str(job_time), "--latency", str(latency), "--balance", balance
-    )
-    try:
-        ours = repeated(lambda: _batchpod_run(sandbox, jobs, concurrency, disk_dir, None))
-        rows.append(_row("batchpod run", ours, jobs, **shared))
-        if sdk:
-            theirs = repeated(lambda: _sdk_run(sandbox, jobs, concurrency, disk_dir))
-            rows.append(_row("audiopod SDK, threads", theirs, jobs, **shared))
-            summary["sdk_wall_s"] = round(theirs.wall, 2)
-            summary["batchpod_wall_s"] = round(ours.wall, 2)
-            summary["sdk_over_batchpod_wall"] = round(theirs.wall / ours.wall, 2)
-            summary["sdk_api_requests_per_job"] = round((theirs.requests or 0) / jobs, 2)
-            summary["batchpod_api_requests_per_job"] = round((ours.requests or 0) / jobs, 2)
-        on_disk = repeated(lambda: _batchpod_run(sandbox, jobs, concurrency, disk_dir, None))
-        rows.append(_row(f"run, state on {disk_fs}", on_disk, jobs, **shared))
-        if Path("/dev/shm").is_dir():
-
-            def in_ram_once() -> _Measured:
-                with tempfile.TemporaryDirectory(prefix="batchpod-bench-", dir="/dev/shm") as st:
-                    return _batchpod_run(sandbox, jobs, concurrency, disk_dir, Path(st))
-
-            in_ram = repeated(in_ram_once)
-            rows.append(_row("run, state in /dev/shm", in_ram, jobs, **shared))
-            summary["state_on_disk_fs"] = disk_fs
-            summary["durability_wall_ms_per_job"] = round(
-                1000 * (on_disk.wall - in_ram.wall) / jobs, 3
-            )
-            summary["durability_cpu_ms_per_job"] = round(
-                1000 * (on_disk.cpu - in_ram.cpu) / jobs, 3
-            )
-    finally:
-        sandbox.close()
+    for sc in scenarios:
+        _bench_scenario(
+            sc,
+            latency=latency,
+            balance=balance,
+            repeat=repeat,
+            sdk=sdk,
+            disk_dir=disk_dir,
+            durability=sc is scenarios[1],
+            into=(rows, targets, summary),
+        )
 
     offline = {
         k: v for k, v in os.environ.items() if k not in {"AUDIOPOD_API_KEY", "AUDIOPOD_BASE_URL"}
     }
+    limits = {"validate": 4.0, "estimate": 6.0}
     with tempfile.TemporaryDirectory(prefix="batchpod-bench-", dir=disk_dir) as tmp:
         path = write_manifest(Path(tmp), scale_jobs, audio=True)
         for command in ("validate", "estimate"):
@@ -539,33 +623,61 @@ def bench_all(
                     raise SystemExit(f"batchpod {command} exited {rc}")
                 return _Measured(wall, cpu, rss)
 
-            rows.append(_row(command, repeated(offline_once), scale_jobs))
+            m = repeated(offline_once)
+            rows.append(_row(command, m, scale_jobs))
+            targets.append(
+                _target(
+                    f"{command} {scale_jobs:,} jobs: <= {limits[command]:g} s, < 200 MB",
+                    f"{m.wall:.2f} s, {m.rss:.0f} MiB",
+                    m.wall <= limits[command] and m.rss * 1.048576 < 200,
+                )
+            )
+        small = write_manifest(Path(tmp) / "small", scale_jobs // 10, audio=True)
         sandbox = _Sandbox("--processing-time", "0", "--balance", balance)
         runs = itertools.count()
 
-        def scale_run_once() -> _Measured:
-            state = path.with_name(f"jobs.{next(runs)}.batchpod.db")  # beside the manifest
-            argv = ["run", str(path), "--quiet", "--no-download", "--state", str(state)]
+        def scale_run_once(manifest: Path) -> _Measured:
+            state = manifest.with_name(f"jobs.{next(runs)}.batchpod.db")  # beside the manifest
+            argv = ["run", str(manifest), "--quiet", "--no-download", "--state", str(state)]
             env = dict(os.environ, AUDIOPOD_API_KEY=sandbox.api_key)
             sandbox.reset()
             wall, cpu, rss, rc = _timed([*argv, "--base-url", sandbox.base_url], env)
             if rc != 0:
                 raise SystemExit(f"batchpod run --no-download exited {rc}")
-            stats = sandbox.stats()
-            return _Measured(wall, cpu, rss, _api_requests(stats), stats["jobs"]["peak_active"])
+            return _measured(wall, cpu, rss, sandbox.stats())
 
         try:
-            scale = repeated(scale_run_once)
+            tenth = repeated(lambda: scale_run_once(small))
+            scale = repeated(lambda: scale_run_once(path))
         finally:
             sandbox.close()
-        rows.append(
-            _row("run --no-download", scale, scale_jobs, concurrency=100, job_time=0, latency=0)
-        )
+        for jobs, m in ((scale_jobs // 10, tenth), (scale_jobs, scale)):
+            rows.append(_row("run --no-download", m, jobs, concurrency=100, job_time=0, latency=0))
+    mb = 1.048576  # MB per MiB
+    targets += [
+        _target(
+            f"run --no-download {scale_jobs:,} jobs: peak RSS <= 200 MB",
+            f"{scale.rss * mb:.0f} MB",
+            scale.rss * mb <= 200,
+        ),
+        _target(
+            f"... within 20 MB of {scale_jobs // 10:,} jobs'",
+            f"{(scale.rss - tenth.rss) * mb:+.0f} MB",
+            (scale.rss - tenth.rss) * mb <= 20,
+        ),
+        _target(
+            "... at least 600 jobs/s",
+            f"{scale_jobs / scale.wall:.0f} jobs/s",
+            scale_jobs / scale.wall >= 600,
+        ),
+        _target(
+            "... at most 1 ms of client CPU per job",
+            f"{1000 * scale.cpu / scale_jobs:.2f} ms",
+            1000 * scale.cpu / scale_jobs <= 1,
+        ),
+    ]
     return {
         "scenario": "all",
-        "jobs": jobs,
-        "concurrency": concurrency,
-        "job_time_s": job_time,
         "latency_s": latency,
         "scale_jobs": scale_jobs,
         "repeat": repeat,
@@ -573,6 +685,7 @@ def bench_all(
         "cpus": os.cpu_count(),
         "audiopod_sdk": importlib.metadata.version("audiopod") if sdk else None,
         "rows": rows,
+        "targets": targets,
         "summary": summary,
     }
 
@@ -825,19 +938,15 @@ def _print_table(rows: list[dict[str, object]]) -> None:
 def _print_result(result: dict[str, Any]) -> None:
     """A scenario's figures: its settings, then its table and summary lines."""
     for key, value in result.items():
-        if key in {"rows", "summary", "fleet"}:
+        if key in {"rows", "summary", "fleet", "targets"}:
             continue
         print(f"{key:>14}  {value}")
     if "rows" in result:
         _print_table(result["rows"])
     summary: dict[str, Any] = result.get("summary") or {}
-    if "sdk_wall_s" in summary:
-        print(
-            f"SDK vs batchpod, same workload: wall {summary['sdk_wall_s']} s vs "
-            f"{summary['batchpod_wall_s']} s ({summary['sdk_over_batchpod_wall']}x), "
-            f"API requests per job {summary['sdk_api_requests_per_job']} vs "
-            f"{summary['batchpod_api_requests_per_job']}"
-        )
+    if summary.get("sdk_over_batchpod_wall"):
+        ratios = ", ".join(f"{k} {v}x" for k, v in summary["sdk_over_batchpod_wall"].items())
+        print(f"SDK wall over batchpod's, same workload: {ratios}")
     if "durability_wall_ms_per_job" in summary:
         print(
             f"State on {summary['state_on_disk_fs']} vs /dev/shm, per job: "
@@ -858,6 +967,9 @@ def _print_result(result: dict[str, Any]) -> None:
             f"{summary['straggler_fleet_wall_s']} s, "
             f"shards/fleet {summary['straggler_shards_over_fleet']}x"
         )
+    if result.get("targets"):
+        print()
+        _print_table(result["targets"])
 
 
 def main() -> int:
@@ -927,7 +1039,15 @@ def main() -> int:
         help="runs; the median is reported (default: 3; all: 1, but fleet 3; quick: 1)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--client-src",
+        type=Path,
+        help="run the measured batchpod from this checkout's root (the sandbox stays this "
+        "one's): before/after figures against the same sandbox",
+    )
     args = parser.parse_args()
+    global _CLIENT_SRC
+    _CLIENT_SRC = None if args.client_src is None else args.client_src.resolve()
     fleet = args.scenario == "fleet" or (args.scenario == "all" and not args.no_fleet)
     if fleet and importlib.util.find_spec("pgserver") is None:
         parser.error(
@@ -937,10 +1057,6 @@ def main() -> int:
     started = time.time()
     if args.scenario == "all":
         preset = _QUICK if args.quick else _FULL
-        try:
-            job_time = float(args.job_time) if args.job_time else preset["job_time"]
-        except ValueError:
-            parser.error("all: --job-time takes one number of seconds")
         sdk = not args.no_sdk
         if sdk and importlib.util.find_spec("audiopod") is None:
             parser.error(
@@ -948,9 +1064,7 @@ def main() -> int:
                 "(or pass --no-sdk)"
             )
         result = bench_all(
-            jobs=args.jobs or int(preset["jobs"]),
-            concurrency=args.concurrency or int(preset["concurrency"]),
-            job_time=job_time,
+            scenarios=_QUICK_SCENARIOS if args.quick else _SCENARIOS,
             latency=preset["latency"] if args.latency is None else args.latency,
             scale_jobs=args.scale_jobs or int(preset["scale_jobs"]),
             repeat=args.repeat or 1,

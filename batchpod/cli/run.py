@@ -8,6 +8,7 @@ picks the reporter for the terminal (a progress bar on a TTY) and prints the sum
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 from pathlib import Path
@@ -214,6 +215,16 @@ def add_parsers(commands: Commands) -> None:
         "default: no cap beyond backing off on AudioPod's 429s)",
     )
     run.add_argument(
+        "--poll-budget",
+        metavar="N",
+        type=positive_float,
+        default=DEFAULTS.poll.budget,
+        help="API requests per job, its submit apart, that learning of its end and charge "
+        "may cost on average: with many jobs in flight one job-list page serves up to 100, "
+        "so it is read as often as that buys; with few, each job is asked about every "
+        f"quarter of its age (default: {DEFAULTS.poll.budget:g})",
+    )
+    run.add_argument(
         "--fallback-key-env",
         metavar="NAME",
         help="environment variable holding a second key: if AudioPod refuses the first "
@@ -268,6 +279,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         grace_s=args.grace,
         handle_signals=True,
         max_rps=args.max_rps,
+        poll=dataclasses.replace(DEFAULTS.poll, budget=args.poll_budget),
         download_concurrency=args.download_concurrency,
     )
     bar = None

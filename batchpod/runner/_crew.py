@@ -94,8 +94,15 @@ class Crew:
         # the jobs' keys are content keys).
         self.done = DoneRecords(self.shelf, enabled=content_addressed)
         self.window = SubmitWindow(maximum=self.concurrency)
+        # Usage-log and balance reads for the run's jobs: they share the poll budget.
+        self.bookkeeping_reads = 0
         self.board = StatusBoard(
-            api, poll=config.poll, retry=config.retry, rng=rng, on_retry=self._board_retry
+            api,
+            poll=config.poll,
+            retry=config.retry,
+            rng=rng,
+            on_retry=self._board_retry,
+            other_reads=lambda: self.bookkeeping_reads,
         )
 
     def estimate_cents(self, job: Job) -> int:

@@ -43,6 +43,7 @@ class Wallet:
         budget, fleet = self.crew.budget, self.crew.fleet
         generation = budget.generation
         sent_at = await fleet.clock() if fleet is not None else 0.0
+        self.crew.bookkeeping_reads += 1
         try:
             balance = await self.crew.api.balance()
         except AuthenticationError:
@@ -90,4 +91,5 @@ class Wallet:
         return self._charges.get(remote_id)
 
     async def _usage_page(self, page: int) -> list[UsageRow]:
+        self.crew.bookkeeping_reads += 1
         return await self.crew.api.usage(page=page, limit=PAGE_ROWS)

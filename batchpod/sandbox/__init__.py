@@ -71,7 +71,9 @@ How it differs from the real service:
      "wallet_events": [{"kind": "reserve"|"charge"|"refund", "api_key", "job_id", "cents", "at"}],
      "downloads": {"requests", "served", "bytes", "denied", "with_credentials"},
      "injected": {"429": n, "500": n, "502": n, "503": n, "rate_limited": n, "lost_submit": n},
-     "api_keys": {"created": n, "revoked": n}}                            # through the API
+     "api_keys": {"created": n, "revoked": n},                           # through the API
+     "notice_delay": {"jobs": n, "median_s", "p90_s", "mean_s", "max_s"}}
+                       # from each job's end to the first answer that showed it
 """
 
 from __future__ import annotations

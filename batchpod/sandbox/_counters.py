@@ -7,6 +7,7 @@ Imports nothing from batchpod.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 # kind ("reserve" / "charge" / "refund"), API key, job id, cents, Unix seconds
@@ -21,6 +22,7 @@ class Counters:
         "events",
         "injected",
         "key_changes",
+        "noticed",
         "requests",
         "responses",
         "submissions",
@@ -40,3 +42,26 @@ class Counters:
         self.downloads: Counter[str] = Counter()
         self.key_changes: Counter[str] = Counter()  # "created" / "revoked" through the API
         self.events: list[WalletEvent] = []
+        # Job id -> seconds from the job's end to the first answer that showed it ended (a
+        # status, list or submit body): how long a client could not have known.
+        self.noticed: dict[int, float] = {}
+
+    def notice(self, job_id: int, delay_s: float) -> None:
+        """Count the first answer showing job `job_id` ended, `delay_s` after it did."""
+        if job_id not in self.noticed:
+            self.noticed[job_id] = max(delay_s, 0.0)
+
+    def notice_summary(self) -> dict[str, float | int | None]:
+        """Count, median, 90th percentile, mean and maximum of the noticing delays (s)."""
+        delays = sorted(self.noticed.values())
+        if not delays:
+            return {"jobs": 0, "median_s": None, "p90_s": None, "mean_s": None, "max_s": None}
+        n = len(delays)
+        middle = delays[n // 2] if n % 2 else (delays[n // 2 - 1] + delays[n // 2]) / 2
+        return {
+            "jobs": n,
+            "median_s": round(middle, 4),
+            "p90_s": round(delays[min(n - 1, math.ceil(0.9 * n) - 1)], 4),
+            "mean_s": round(sum(delays) / n, 4),
+            "max_s": round(delays[-1], 4),
+        }

@@ -199,6 +199,8 @@ class SandboxState:
     def render_job(self, job: Job, now: float, *, media_base: str) -> dict[str, Any]:
         """The job object of §4, its links signed for `media_base` (scheme://host:port)."""
         s = self.settings
+        if job.settled:  # terminal (see Job.status): the client may learn of its end now
+            self.counters.notice(job.id, now - job.due)
         return _views.render_job(
             job,
             now,
@@ -263,4 +265,5 @@ class SandboxState:
             },
             "injected": dict(c.injected),
             "api_keys": {"created": c.key_changes["created"], "revoked": c.key_changes["revoked"]},
+            "notice_delay": c.notice_summary(),
         }
