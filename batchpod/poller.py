@@ -59,8 +59,8 @@ LIST_FAILURES_BEFORE_SINGLES = 3  # transient list failures in a row before aski
 #: No sweep sooner than this after the previous one: a page read more often buys less than
 #: the round trip it costs, and the API's rate limits are per second.
 SWEEP_FLOOR_S = 0.1
-#: A shared sweep at least every 2% of a job's expected life: its end is then noticed within
-#: about 1% of it on average, beyond which reading more often buys nothing measurable.
+#: A shared sweep at least every 1.5% of a job's expected life: its end is then noticed
+#: within about 0.75% of it on average, beyond which reading more often buys little.
 NOTICE_SHARE = 0.015
 #: The share of the budget the shared schedule aims at: job lives are estimated, and an
 #: estimate that turns out short must not take the run past its budget.

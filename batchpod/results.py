@@ -9,7 +9,9 @@ sees a complete file. It is created owner-only: it names the user's catalogue an
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -200,6 +202,99 @@ def _yaml(data: Any) -> str:
     return text
 
 
+# -- one job's entry as YAML, fast ---------------------------------------------------------
+#
+# PyYAML's representer is Python, and it took a quarter of a 10,000-job run's CPU: every
+# entry is rendered once or twice as the results file is kept fresh. An entry is plain data
+# of a few shapes (mappings of strings, numbers, booleans, None, and lists of mappings), so it
+# is written here directly: block style as PyYAML writes it, strings plain where the YAML 1.1
+# resolver PyYAML loads with would read them back as the same string, else double-quoted with
+# escapes. Anything of another shape goes to PyYAML. tests/test_results.py checks, over
+# generated entries, that both load to the same data.
+
+# A plain scalar here: starts with a letter, '_' or '/' (not an indicator: no '&', '*', '!',
+# '|', '>', '%', '@', quote or bracket), then none of space, '#', quotes, brackets or braces,
+# and no ':' at the end (which would make it a key).
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./:@%+=~,?&-]*(?<!:)\Z")
+# Words YAML 1.1 reads as booleans or null, in any case (PyYAML knows fewer; all are quoted).
+_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+# What a double-quoted scalar must escape: the quote, the backslash, and every character
+# outside YAML's printable set or that YAML 1.1 reads as a line break (NEL, LS, PS) or BOM.
+_UNPRINTABLE = re.compile(r'["\\\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]')
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    known = _ESCAPES.get(char)
+    if known is not None:
+        return known
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _scalar(value: object) -> str | None:
+    """``value`` as a YAML scalar, or None if it is not one this writer knows."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        if _PLAIN.match(value) and value.lower() not in _WORDS:
+            return value
+        return '"' + _UNPRINTABLE.sub(_escape, value) + '"'
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (math.inf, -math.inf):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        if "." not in text and "e" in text:  # 1e-05: YAML 1.1 wants 1.0e-05
+            text = text.replace("e", ".0e", 1)
+        return text
+    return None
+
+
+def _block(mapping: Mapping[Any, Any], pad: str, out: list[str]) -> bool:
+    """Append ``mapping`` in block style at indent ``pad``; False if a value is unknown."""
+    for key, value in mapping.items():
+        name = _scalar(key) if isinstance(key, str) else None
+        if name is None:
+            return False
+        if isinstance(value, dict) and value:
+            out.append(f"{pad}{name}:\n")
+            if not _block(value, pad + "  ", out):
+                return False
+        elif isinstance(value, list) and value:
+            out.append(f"{pad}{name}:\n")
+            for item in value:  # PyYAML's indentless sequence of mappings
+                if not isinstance(item, dict) or not item:
+                    return False
+                start = len(out)
+                if not _block(item, pad + "  ", out):
+                    return False
+                out[start] = f"{pad}- {out[start][len(pad) + 2 :]}"
+        else:
+            text = "{}" if value == {} else "[]" if value == [] else _scalar(value)
+            if text is None:
+                return False
+            out.append(f"{pad}{name}: {text}\n")
+    return True
+
+
+def _entry_yaml(entry: Mapping[str, Any]) -> str:
+    """One job's entry as an item of the ``jobs:`` sequence."""
+    out: list[str] = []
+    if not entry or not _block(entry, "  ", out):
+        return _yaml([dict(entry)])
+    out[0] = f"- {out[0][2:]}"
+    return "".join(out)
+
+
 class Renderer:
     """Renders results documents again and again, re-rendering only the jobs that changed.
 
@@ -235,7 +330,7 @@ class Renderer:
         if cached is not None and cached[0] == result:
             return cached[1]
         entry = _entry(result, self.base)
-        text = json.dumps(entry, ensure_ascii=False) if self.fmt == "json" else _yaml([entry])
+        text = json.dumps(entry, ensure_ascii=False) if self.fmt == "json" else _entry_yaml(entry)
         self._cache[index] = (result, text)
         return text
 
