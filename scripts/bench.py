@@ -12,6 +12,7 @@ whose PostgreSQL the fleet section runs on):
     python scripts/bench.py validate --jobs 100000 --json bench.json
     python scripts/bench.py requests --concurrencies 10,100,1000 --job-time 2-10
     python scripts/bench.py fleet            # SQLite, shards and a PostgreSQL fleet, ~3 min
+    python scripts/bench.py run --client-src /tmp/old-checkout   # the same, older code
 
 `requests` counts the API requests per job (stem downloads apart) that a run sends at each
 concurrency, with job times drawn from a range, by endpoint: it shows how the list-page
@@ -45,24 +46,30 @@ parts' own, PostgreSQL's apart; ``cores_busy`` adds both and the sandbox's over 
 time. ``all`` runs it after its table (``--no-fleet`` skips it). The cases run in turn,
 ``--repeat`` times (default 3; ``--quick`` 1).
 
-`all` (the default) prints one table, a row per measurement:
+`all` (the default) prints one table, a row per measurement, then the performance targets
+(issue 21), each with its figure and whether it is met:
 
-1. ``batchpod run``: N four-stem URL jobs (``?duration=60``), concurrency C, downloads on,
-   against a sandbox whose jobs take T seconds and whose API answers after L seconds
-   (default N=1000, C=100, T=2, L=0.02). The ideal is ``ceil(N/C) x (T + 2L)``: rounds of
-   one job time plus a submit and a status round trip.
-2. The same workload through the official SDK as its docs show it: ``client.stems.separate``
+1. Three workloads of four-stem URL jobs (``?duration=60``), stems downloaded, each against
+   a sandbox of its own whose jobs take T seconds and whose API answers after L seconds
+   (L=0.02): 200 jobs of 20 s at concurrency 100; 300 jobs of 2 s at 50; 50 jobs of 5 s at
+   10. The ideal is ``ceil(N/C) x (T + 2L)``: rounds of one job time plus a submit and a
+   status round trip. Each row gives the API requests per job and the noticing delay: from
+   a job's end to the first answer that showed it (the sandbox knows both), median and 90th
+   percentile.
+2. The same workloads through the official SDK as its docs show it: ``client.stems.separate``
    in a thread pool of C workers, one ``Client`` per thread, each stem then fetched with
    ``requests``, in its own process against the same sandbox.
-3. Scale: a generated manifest (default 100,000 jobs, one in ten a small WAV upload):
-   ``validate``, ``estimate`` (offline, no key) and ``run --no-download`` against a sandbox
-   with T=0 and L=0.
-4. Durability: workload 1 again with the state file beside the manifest on disk, as shipped,
-   and with ``--state`` in ``/dev/shm`` (RAM), to show what the SQLite commits cost per job.
+3. Durability: the 2 s workload again with ``--state`` in ``/dev/shm`` (RAM) against the
+   state file beside the manifest on disk, as shipped, to show what the SQLite commits cost.
+4. Scale: a generated manifest (default 100,000 jobs, one in ten a small WAV upload):
+   ``validate``, ``estimate`` (offline, no key), and ``run --no-download`` against a sandbox
+   with T=0 and L=0, also on a tenth of the manifest, for memory against the number of jobs.
 5. Fleet: the ``fleet`` section above, in a table of its own (``--no-fleet`` leaves it out).
 
-API requests exclude stem downloads. ``--quick`` shrinks it all (N=100, C=50, T=1, a
-3,000-job scale manifest; the fleet's 120 jobs, once) to finish in about a minute.
+API requests exclude stem downloads. ``--quick`` shrinks it all (smaller workloads, a
+3,000-job scale manifest; the fleet's 120 jobs, once) to finish in a couple of minutes.
+``--client-src DIR`` runs the measured batchpod from another checkout (the sandbox stays
+this one's), for before/after figures.
 
 Figures are medians of ``--repeat`` runs. Machines are noisy: compare figures measured in the
 same run, not across machines.
@@ -632,6 +639,7 @@ def bench_all(
                     m.wall <= limits[command] and m.rss * 1.048576 < 200,
                 )
             )
+        (Path(tmp) / "small").mkdir()
         small = write_manifest(Path(tmp) / "small", scale_jobs // 10, audio=True)
         sandbox = _Sandbox("--processing-time", "0", "--balance", balance)
         runs = itertools.count()
@@ -985,16 +993,18 @@ def main() -> int:
     parser.add_argument(
         "--jobs",
         type=int,
-        help="jobs (default: all 1000, validate 100000, run 500, fleet 400; quick: fleet 120)",
+        help="validate, run, fleet: jobs (default: validate 100000, run 500, fleet 400; quick: "
+        "fleet 120)",
     )
     parser.add_argument(
         "--concurrency",
         type=int,
-        help="all, run, fleet: jobs in flight (default: 100; fleet: 20, in all processes)",
+        help="run, fleet: jobs in flight (default: 100; fleet: 20, in all processes)",
     )
     parser.add_argument(
         "--job-time",
-        help="sandbox job seconds, or MIN-MAX (default: 1; all: 2; requests: 2-10; fleet: 0.25)",
+        help="run, requests, fleet: sandbox job seconds, or MIN-MAX (default: run 1; requests: "
+        "2-10; fleet: 0.1)",
     )
     parser.add_argument(
         "--latency", type=float, help="all: sandbox API latency in seconds (default: 0.02)"
@@ -1005,8 +1015,8 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="all: N=100, C=50, T=1 s and a 3,000-job scale manifest, in about a minute; "
-        "fleet: N=120, one run of each case",
+        help="all: smaller workloads (100 jobs of 4 s and of 1 s at 50, 30 of 1 s at 10) and "
+        "a 3,000-job scale manifest; fleet: N=120, one run of each case",
     )
     parser.add_argument(
         "--no-sdk", action="store_true", help="all: leave out the audiopod SDK comparison"
