@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from batchpod.journal import JobRecord, JobState
@@ -32,8 +33,10 @@ class LiveJob:
     attempts: int = 0
     estimate_cents: int = 0
     files: list[OutputFile] = field(default_factory=list)
-    quality_scores: dict[str, float] = field(default_factory=dict)
-    download_urls: dict[str, str] = field(default_factory=dict)
+    # Replaced whole, never changed in place: the job's records and results share them
+    # rather than each holding a copy (a run keeps a result for every job).
+    quality_scores: Mapping[str, float] = field(default_factory=dict)
+    download_urls: Mapping[str, str] = field(default_factory=dict)
     error: ErrorRecord | None = None
     reason: str | None = None
     duplicate_of: str | None = None
@@ -69,7 +72,7 @@ class LiveJob:
             attempts=self.attempts,
             cost_cents=self.cost_cents,
             files=tuple(self.files),
-            quality_scores=dict(self.quality_scores),
+            quality_scores=self.quality_scores,
             error=self.error,
         )
 
@@ -101,8 +104,8 @@ class LiveJob:
             cost_cents=self.cost_cents,
             estimated_cents=self.estimate_cents or None,
             files=tuple(self.files),
-            quality_scores=dict(self.quality_scores),
-            download_urls=dict(self.download_urls) if not download else {},
+            quality_scores=self.quality_scores,
+            download_urls=self.download_urls if not download else {},
             error=self.error,
             reason=reason,
             duplicate_of=self.duplicate_of,
