@@ -171,7 +171,6 @@ class StatusBoard:
         self.use_list = True
         self.sweeps = 0
         self.reads = 0  # list pages and status requests, for the budget
-        self.min_gap_s = SWEEP_FLOOR_S
         self._waiters: dict[str, _Waiter] = {}
         self._wake = anyio.Event()
         self._singles = anyio.CapacityLimiter(SINGLE_READS_AT_ONCE)
@@ -229,7 +228,7 @@ class StatusBoard:
         spent = self.reads + self.other_reads()
         earned = self._registered - n + sum(min(1.0, (now - w.since) / life) for w in waiting)
         pace = spent / (HEADROOM * self.poll.budget * max(earned, 1.0))
-        return max(self.min_gap_s, NOTICE_SHARE * life, budget_gap) * max(1.0, pace)
+        return max(SWEEP_FLOOR_S, NOTICE_SHARE * life, budget_gap) * max(1.0, pace)
 
     async def run(self) -> None:
         """Sweep whenever the schedule says so; runs until cancelled."""
@@ -243,7 +242,7 @@ class StatusBoard:
             gap = self.shared_gap_s(now)
             if gap is None:
                 due = min(w.due for w in self._waiters.values())
-                at = max(due, last + self.min_gap_s)
+                at = max(due, last + SWEEP_FLOOR_S)
             else:
                 at = last + gap
             at = max(at, self._hold_until)

@@ -210,7 +210,7 @@ def _yaml(data: Any) -> str:
 # is written here directly: block style as PyYAML writes it, strings plain where the YAML 1.1
 # resolver PyYAML loads with would read them back as the same string, else double-quoted with
 # escapes. Anything of another shape goes to PyYAML. tests/test_results.py checks, over
-# generated entries, that both load to the same data.
+# generated entries, that what it writes loads back as the same data.
 
 # A plain scalar here: starts with a letter, '_' or '/' (not an indicator: no '&', '*', '!',
 # '|', '>', '%', '@', quote or bracket), then none of space, '#', quotes, brackets or braces,

@@ -409,6 +409,11 @@ def _api_requests(stats: dict[str, Any]) -> int:
     return sum(n for route, n in stats["requests"].items() if "/media/" not in route)
 
 
+def _repeated(measure: Callable[[], _Measured], times: int) -> _Measured:
+    """The median of `times` runs of `measure`."""
+    return _median([measure() for _ in range(times)])
+
+
 def _measured(wall: float, cpu: float, rss: float, stats: dict[str, Any]) -> _Measured:
     """A run's figures with the sandbox's counts since its last reset."""
     notice = stats["notice_delay"]
@@ -541,15 +546,13 @@ def _bench_scenario(
         "ideal": ideal,
     }
 
-    def repeated(measure: Callable[[], _Measured]) -> _Measured:
-        return _median([measure() for _ in range(repeat)])
-
     sandbox = _Sandbox(
         "--processing-time", str(sc.job_time), "--latency", str(latency), "--balance", balance
     )
     try:
-        ours = repeated(
-            functools.partial(_batchpod_run, sandbox, sc.jobs, sc.concurrency, disk_dir, None)
+        ours = _repeated(
+            functools.partial(_batchpod_run, sandbox, sc.jobs, sc.concurrency, disk_dir, None),
+            repeat,
         )
         rows.append(_row(f"batchpod, {sc.name}", ours, sc.jobs, **shared))
         ratio = ours.wall / ideal
@@ -560,8 +563,8 @@ def _bench_scenario(
         name = f"{sc.name}: API requests/job <= {sc.max_requests_per_job:g}"
         targets.append(_target(name, f"{per_job:.2f}", per_job <= sc.max_requests_per_job))
         if sdk:
-            theirs = repeated(
-                functools.partial(_sdk_run, sandbox, sc.jobs, sc.concurrency, disk_dir)
+            theirs = _repeated(
+                functools.partial(_sdk_run, sandbox, sc.jobs, sc.concurrency, disk_dir), repeat
             )
             rows.append(_row(f"audiopod SDK, {sc.name}", theirs, sc.jobs, **shared))
             faster = theirs.wall / ours.wall
@@ -573,7 +576,7 @@ def _bench_scenario(
                 with tempfile.TemporaryDirectory(prefix="batchpod-bench-", dir="/dev/shm") as st:
                     return _batchpod_run(sandbox, sc.jobs, sc.concurrency, disk_dir, Path(st))
 
-            in_ram = repeated(in_ram_once)
+            in_ram = _repeated(in_ram_once, repeat)
             rows.append(_row("... state in /dev/shm", in_ram, sc.jobs, **shared))
             summary["state_on_disk_fs"] = _fs_type(disk_dir or Path(tempfile.gettempdir()))
             summary["durability_wall_ms_per_job"] = round(
@@ -601,9 +604,6 @@ def bench_all(
     summary: dict[str, Any] = {"sdk_over_batchpod_wall": {}}
     balance = str(10 * max(100_000, scale_jobs))
 
-    def repeated(measure: Callable[[], _Measured]) -> _Measured:
-        return _median([measure() for _ in range(repeat)])
-
     for sc in scenarios:
         _bench_scenario(
             sc,
@@ -630,7 +630,7 @@ def bench_all(
                     raise SystemExit(f"batchpod {command} exited {rc}")
                 return _Measured(wall, cpu, rss)
 
-            m = repeated(offline_once)
+            m = _repeated(offline_once, repeat)
             rows.append(_row(command, m, scale_jobs))
             targets.append(
                 _target(
@@ -655,8 +655,8 @@ def bench_all(
             return _measured(wall, cpu, rss, sandbox.stats())
 
         try:
-            tenth = repeated(lambda: scale_run_once(small))
-            scale = repeated(lambda: scale_run_once(path))
+            tenth = _repeated(lambda: scale_run_once(small), repeat)
+            scale = _repeated(lambda: scale_run_once(path), repeat)
         finally:
             sandbox.close()
         for jobs, m in ((scale_jobs // 10, tenth), (scale_jobs, scale)):

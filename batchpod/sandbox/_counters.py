@@ -8,6 +8,7 @@ Imports nothing from batchpod.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 
 # kind ("reserve" / "charge" / "refund"), API key, job id, cents, Unix seconds
@@ -57,10 +58,9 @@ class Counters:
         if not delays:
             return {"jobs": 0, "median_s": None, "p90_s": None, "mean_s": None, "max_s": None}
         n = len(delays)
-        middle = delays[n // 2] if n % 2 else (delays[n // 2 - 1] + delays[n // 2]) / 2
         return {
             "jobs": n,
-            "median_s": round(middle, 4),
+            "median_s": round(statistics.median(delays), 4),
             "p90_s": round(delays[min(n - 1, math.ceil(0.9 * n) - 1)], 4),
             "mean_s": round(sum(delays) / n, 4),
             "max_s": round(delays[-1], 4),
