@@ -23,8 +23,8 @@ polling keeps that figure flat as concurrency grows. Each concurrency runs ``2 x
 `batchpod run` on a generated manifest of four-stem URL jobs, downloads included.
 
 `fleet` runs the same manifest of N URL jobs (default 400; ``--quick`` 120) with
-``--no-download`` against one sandbox whose jobs take T seconds (default 0.1: shorter than
-the first status poll, so that the figures are the coordination's, not the jobs'), with C
+``--no-download`` against one sandbox whose jobs take T seconds (default 0.1: the quickest
+spacing of status reads, so that the figures are the coordination's, not the jobs'), with C
 jobs in flight in all (default 20), as real ``batchpod run`` processes started at the same
 moment; a case's wall time runs from the first start to the last exit:
 
