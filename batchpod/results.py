@@ -13,8 +13,9 @@ import math
 import os
 import re
 import tempfile
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ import yaml
 
 from batchpod.budget import usd
 from batchpod.models import JobResult, JobStatus, Location, ObjectUrl, OutputFile
+from batchpod.spool import Spool
 
 Format = Literal["yaml", "json"]
 RESULTS_VERSION = 1
@@ -295,57 +297,162 @@ def _entry_yaml(entry: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-class Renderer:
-    """Renders results documents again and again, re-rendering only the jobs that changed.
+# Status codes for the renderer's per-job tallies (an index into _STATUSES; -1: none yet).
+_STATUSES = tuple(JobStatus)
+_CODE = {status: code for code, status in enumerate(_STATUSES)}
+_NO_CENTS = -1  # a cost or estimate not known, in the tallies' arrays
+#: At most this many bytes of spooled entries are read back in one piece.
+_READ_BYTES = 1 << 20
 
-    The results file is rewritten while a run goes on; rendering 100,000 entries each time
-    would cost far more than the run itself. The text loads to ``results_document``'s data:
-    YAML, or JSON with one job per line.
+
+class Renderer:
+    """Every job's results entry, rendered once each time the job changes and kept in a
+    ``Spool``, so that the results file can be rewritten again and again while a run goes on
+    without rendering 100,000 entries each time or holding them in memory.
+
+    ``update(index, result)`` renders job ``index``'s entry (the caller knows which jobs
+    changed); ``stream(header, indexes)`` yields the whole document for those jobs, in that
+    order, read back from the spool a piece at a time. Beside each entry it keeps the job's
+    status, cost, estimate and whether it did what was asked, in flat arrays, for the
+    header's counts and the run's tally (``tally``). The text loads to ``results_document``'s
+    data: YAML, or JSON with one job per line.
     """
 
-    def __init__(self, fmt: Format, *, base: Path) -> None:
+    def __init__(self, fmt: Format, *, base: Path, spool: Spool | None = None) -> None:
         self.fmt = fmt
         self.base = base
-        self._cache: dict[int, tuple[JobResult, str]] = {}
+        self.spool = spool if spool is not None else Spool()
+        self._offset = array("q")
+        self._length = array("q")
+        self._status = array("b")
+        self._cost = array("q")
+        self._estimate = array("q")
+        self._ok = bytearray()
 
     def __call__(self, header: RunHeader, results: Sequence[JobResult]) -> str:
-        return "".join(self.pieces(header, results))
+        """The whole document for ``results`` (every one rendered afresh)."""
+        for index, result in enumerate(results):
+            self.update(index, result)
+        return b"".join(self.stream(header, range(len(results)))).decode()
 
-    def pieces(self, header: RunHeader, results: Sequence[JobResult]) -> list[str]:
-        """The text in pieces, to write one after another: joined, a large file's text would
-        be a second copy of every entry (some 120 MB for 100,000 jobs with their links)."""
-        head = results_document(header, results, base=self.base, entries=False)
-        entries = [self._entry(i, result) for i, result in enumerate(results)]
-        if self.fmt == "json":
-            top = json.dumps(head, indent=2, ensure_ascii=False)[:-2]  # reopen the object
-            tail = ["\n  ]\n}\n"]
-            if not entries:
-                return [f'{top},\n  "jobs": [\n    ', *tail]
-            separated = [f"{entry},\n    " for entry in entries[:-1]]
-            return [f'{top},\n  "jobs": [\n    ', *separated, entries[-1], *tail]
-        return [_yaml(head), "jobs:\n" if entries else "jobs: []\n", *entries]
-
-    def _entry(self, index: int, result: JobResult) -> str:
-        cached = self._cache.get(index)
-        if cached is not None and cached[0] == result:
-            return cached[1]
+    def update(self, index: int, result: JobResult) -> None:
+        """Render job ``index``'s entry as ``result`` says, in place of what it said before."""
         entry = _entry(result, self.base)
         text = json.dumps(entry, ensure_ascii=False) if self.fmt == "json" else _entry_yaml(entry)
-        self._cache[index] = (result, text)
-        return text
+        data = text.encode()
+        if index >= len(self._offset):
+            grow = index + 1 - len(self._offset)
+            self._offset.extend([-1] * grow)
+            self._length.extend([0] * grow)
+            self._status.extend([-1] * grow)
+            self._cost.extend([_NO_CENTS] * grow)
+            self._estimate.extend([_NO_CENTS] * grow)
+            self._ok.extend(bytes(grow))
+        self._offset[index] = self.spool.put(data)
+        self._length[index] = len(data)
+        self._status[index] = _CODE[result.status]
+        self._cost[index] = _NO_CENTS if result.cost_cents is None else result.cost_cents
+        cents = result.estimated_cents
+        self._estimate[index] = _NO_CENTS if cents is None else cents
+        self._ok[index] = result.ok
+
+    def tally(self, indexes: Iterable[int]) -> Tally:
+        """What the rendered entries of ``indexes`` add up to."""
+        counts: Counter[str] = Counter()
+        spent: int | None = None
+        failed = 0
+        for index in indexes:
+            counts[_STATUSES[self._status[index]].value] += 1
+            cost = self._cost[index]
+            if cost != _NO_CENTS:
+                spent = (spent or 0) + cost
+            failed += not self._ok[index]
+        return Tally(counts=counts, spent_cents=spent, failed=failed)
+
+    def stream(self, header: RunHeader, indexes: Sequence[int]) -> Iterator[bytes]:
+        """The document for the jobs ``indexes`` (each rendered by ``update``), in pieces of
+        at most about a MiB: joined, a large file's text would be a second copy of every
+        entry. Blocking reads of the spool: iterate it in a worker thread, with no
+        ``update`` meanwhile."""
+        missing = [index for index in indexes if self._offset_of(index) < 0]
+        if missing:
+            raise ValueError(f"job {missing[0]}'s entry was never rendered")
+        head = results_document(header, [], base=self.base, entries=False)
+        head["run"] = run_section(
+            header,
+            statuses=(_STATUSES[self._status[i]].value for i in indexes),
+            costs=(None if self._cost[i] == _NO_CENTS else self._cost[i] for i in indexes),
+            estimates=(
+                None if self._estimate[i] == _NO_CENTS else self._estimate[i] for i in indexes
+            ),
+        )
+        if self.fmt == "json":
+            top = json.dumps(head, indent=2, ensure_ascii=False)[:-2]  # reopen the object
+            yield f'{top},\n  "jobs": [\n    '.encode()
+            separator = b",\n    "
+        else:
+            yield (_yaml(head) + ("jobs:\n" if indexes else "jobs: []\n")).encode()
+            separator = b""
+        yield from self._entries(indexes, separator)
+        if self.fmt == "json":
+            yield b"\n  ]\n}\n"
+
+    def _offset_of(self, index: int) -> int:
+        return self._offset[index] if 0 <= index < len(self._offset) else -1
+
+    def _entries(self, indexes: Sequence[int], separator: bytes) -> Iterator[bytes]:
+        """The entries, with ``separator`` between them: entries that lie one after another
+        in the spool are read back in one piece."""
+        get = self.spool.get
+        out: list[bytes] = []
+        size = 0
+        start = end = -1  # the run of spooled bytes not yet read
+        for position, index in enumerate(indexes):
+            offset, length = self._offset[index], self._length[index]
+            if start >= 0 and (offset != end or separator or end - start >= _READ_BYTES):
+                out.append(get(start, end - start))
+                size += end - start
+                start = -1
+            if separator and position:
+                out.append(separator)
+            if start < 0:
+                start, end = offset, offset + length
+            else:
+                end += length
+            if size >= _READ_BYTES:
+                yield b"".join(out)
+                out, size = [], 0
+        if start >= 0:
+            out.append(get(start, end - start))
+        if out:
+            yield b"".join(out)
 
 
-def write_atomic(path: Path, text: str | Iterable[str], *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``text`` (or its pieces, one after another) so that readers see
-    the old file or the new, never half; the file gets permissions ``mode`` (by default
-    owner-only: results name the user's catalogue and spend).
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What a run's results add up to: jobs by status, the charges read, and how many jobs
+    did not do what was asked."""
+
+    counts: Mapping[str, int]
+    spent_cents: int | None
+    failed: int
+
+
+def write_atomic(
+    path: Path, text: str | bytes | Iterable[str | bytes], *, mode: int = 0o600
+) -> None:
+    """Replace ``path`` with ``text`` (or its pieces, one after another, text as UTF-8) so
+    that readers see the old file or the new, never half; the file gets permissions ``mode``
+    (by default owner-only: results name the user's catalogue and spend).
 
     Blocking: call it from a worker thread when on the event loop.
     """
+    pieces = [text] if isinstance(text, str | bytes) else text
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            out.writelines([text] if isinstance(text, str) else text)
+        with os.fdopen(fd, "wb") as out:
+            for piece in pieces:
+                out.write(piece.encode() if isinstance(piece, str) else piece)
             out.flush()
             os.fsync(out.fileno())
         Path(temp).chmod(mode)

@@ -18,11 +18,10 @@ import signal
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 
@@ -52,6 +51,7 @@ from batchpod.paths import results_path_for, state_path_for, worker_results_path
 from batchpod.results import Renderer, RunHeader, write_atomic
 from batchpod.runner import Pool, Reporter, Stop, StopReason
 from batchpod.shards import CapShare, Shard, cap_share, shard_share
+from batchpod.spool import Spool
 from batchpod.storage import open_shelf
 from batchpod.templates import MAX_COMPONENT_BYTES, PathTemplate, clashes, missing_meta
 
@@ -63,9 +63,14 @@ log = logging.getLogger("batchpod")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunSummary:
-    """What a run did: every job's result, why it stopped early (if it did), the money."""
+    """What a run did: every job's result, why it stopped early (if it did), the money.
 
-    results: tuple[JobResult, ...]
+    ``results`` is a sequence made from the run's records as it is read, one ``JobResult``
+    at a time: a run of 100,000 jobs does not hold 100,000 results in memory. ``counts``,
+    ``spent_cents`` and ``failed`` add them up.
+    """
+
+    results: Sequence[JobResult]
     stop: Stop | None
     results_path: Path
     started_at: float
@@ -73,6 +78,9 @@ class RunSummary:
     balance_before_cents: int | None
     balance_after_cents: int | None
     peak_in_flight: int
+    counts: Mapping[str, int] = field(default_factory=dict)  # jobs by status value
+    spent_cents: int = 0  # the sum of the charges read back from AudioPod's usage log
+    failed: int = 0  # jobs that did not do what was asked (exit code 1 when no stop)
     jobs_worked: int = 0  # jobs this run submitted or followed at AudioPod
     api_requests: int = 0  # API requests sent (stem downloads apart)
     throttled: int = 0  # of which answered 429
@@ -80,23 +88,40 @@ class RunSummary:
     key_switched_to: str | None = None  # the fallback key's source, if the run switched to it
 
     @property
-    def spent_cents(self) -> int:
-        """The sum of the charges read back from AudioPod's usage log."""
-        return sum(r.cost_cents or 0 for r in self.results)
-
-    @property
     def exit_code(self) -> ExitCode:
         """The exit code of the run: why it stopped early, else whether every job did."""
-        return exit_code_for(self.stop, self.results)
+        return exit_code_for(self.stop, failed=self.failed)
 
 
-def exit_code_for(stop: Stop | None, results: Sequence[JobResult]) -> ExitCode:
-    """A finished run's exit code: its stop's, else 1 if a job did not do what was asked."""
+def exit_code_for(stop: Stop | None, *, failed: int) -> ExitCode:
+    """A finished run's exit code: its stop's, else 1 if ``failed`` jobs did not do what was
+    asked."""
     if stop is not None:
         return stop.exit_code
-    if any(not result.ok for result in results):
-        return ExitCode.JOBS_FAILED
-    return ExitCode.OK
+    return ExitCode.JOBS_FAILED if failed else ExitCode.OK
+
+
+class _Results(Sequence[JobResult]):
+    """The results of a finished run's jobs, made as they are read (``RunSummary.results``)."""
+
+    def __init__(self, pool: Pool, indexes: Sequence[int]) -> None:
+        self._pool = pool
+        self._indexes = indexes
+
+    def __len__(self) -> int:
+        return len(self._indexes)
+
+    @overload
+    def __getitem__(self, item: int) -> JobResult: ...
+    @overload
+    def __getitem__(self, item: slice) -> Sequence[JobResult]: ...
+    def __getitem__(self, item: int | slice) -> JobResult | Sequence[JobResult]:
+        if isinstance(item, slice):
+            return [self._pool.result(index) for index in self._indexes[item]]
+        return self._pool.result(self._indexes[item])
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} job results>"
 
 
 def _check_output_path(manifest: Manifest, config: RunConfig) -> None:
@@ -182,18 +207,19 @@ async def run_session(manifest: Manifest, config: RunConfig, *, reporter: Report
             )
         manifest, keys = shard_share(manifest, keys, config.shard)
         _log_started(manifest, config, results_path, state=str(state_path))
-        summary, header = await _run_locked(
-            manifest,
-            config,
-            header=header,
-            writer=writer,
-            keys=keys,
-            reporter=reporter,
-            started=started,
-            records=journal.records(),
-            journal=JournalWriter(journal),
-            set_costs=functools.partial(_set_costs, journal),
-        )
+        with writer:
+            summary, header = await _run_locked(
+                manifest,
+                config,
+                header=header,
+                writer=writer,
+                keys=keys,
+                reporter=reporter,
+                started=started,
+                records=journal.records(),
+                journal=JournalWriter(journal),
+                set_costs=functools.partial(_set_costs, journal),
+            )
     _log_finished(summary, header)
     return summary
 
@@ -252,22 +278,23 @@ async def _run_fleet(
     _log_started(manifest, config, results_path, state=url.where, worker=name)
     exit_code: int | None = None
     try:
-        async with anyio.create_task_group() as lease:
-            lease.start_soon(fleet.keep_alive)
-            summary, header = await _run_locked(
-                manifest,
-                config,
-                header=header,
-                writer=writer,
-                keys=keys,
-                reporter=reporter,
-                started=started,
-                records={},
-                journal=JournalWriter(commit=fleet.commit),
-                set_costs=fleet.set_costs,
-                fleet=fleet,
-            )
-            lease.cancel_scope.cancel()
+        with writer:
+            async with anyio.create_task_group() as lease:
+                lease.start_soon(fleet.keep_alive)
+                summary, header = await _run_locked(
+                    manifest,
+                    config,
+                    header=header,
+                    writer=writer,
+                    keys=keys,
+                    reporter=reporter,
+                    started=started,
+                    records={},
+                    journal=JournalWriter(commit=fleet.commit),
+                    set_costs=fleet.set_costs,
+                    fleet=fleet,
+                )
+                lease.cancel_scope.cancel()
         exit_code = header.exit_code
     except (BatchpodError, BaseExceptionGroup) as exc:
         # Woken after a freeze longer than its lease: its connections may have been ended
@@ -336,7 +363,7 @@ async def _set_costs(journal: Journal, costs: Mapping[str, int]) -> None:
 
 
 def _log_finished(summary: RunSummary, header: RunHeader) -> None:
-    counts = Counter(result.status.value for result in summary.results)
+    counts = summary.counts
     log.info(
         "run finished",
         extra=event(
@@ -416,6 +443,7 @@ async def _run_locked(
             records=records,
             journal=journal_writer,
             fleet=fleet,
+            spool=writer.spool,
         )
         if config.handle_signals and threading.current_thread() is threading.main_thread():
             # Watched until the results are written: a signal after the pool has ended must
@@ -428,25 +456,27 @@ async def _run_locked(
                 await pool.run()
             finally:
                 tg.cancel_scope.cancel()
-        results = pool.results()
         after: int | None = None
+        worked = pool.worked_indexes()
         with anyio.move_on_after(30, shield=True):
-            results = await _with_costs(client, results, retrying)
-            worked_keys = [keys[index] for index in pool.worked_indexes()]
-            costs = {
-                key: r.cost_cents
-                for key, r in zip(worked_keys, results, strict=True)
-                if r.cost_cents is not None
-                and (key not in records or records[key].cost_cents is None)
+            costs = await _read_costs(client, pool, worked, retrying)
+            for index, cents in costs.items():
+                pool.set_cost(index, cents)
+            unsaved = {
+                keys[index]: cents
+                for index, cents in costs.items()
+                if keys[index] not in records or records[keys[index]].cost_cents is None
             }
-            if costs:
-                await set_costs(costs)
+            if unsaved:
+                await set_costs(unsaved)
             try:
                 after = (await retrying(client.balance)).balance_cents
             except ApiError as exc:
                 log.warning("could not read the balance after the run: %s", exc)
+        writer.render_changes(pool)
+        tally = writer.render.tally(worked)
         summary = RunSummary(
-            results=tuple(results),
+            results=_Results(pool, worked),
             stop=pool.stop,
             results_path=writer.path,
             started_at=started,
@@ -454,6 +484,9 @@ async def _run_locked(
             balance_before_cents=before.balance_cents,
             balance_after_cents=after,
             peak_in_flight=pool.peak_in_flight,
+            counts=dict(tally.counts),
+            spent_cents=tally.spent_cents or 0,
+            failed=tally.failed,
             jobs_worked=pool.worked,
             api_requests=client.counts.requests,
             throttled=client.counts.throttled,
@@ -473,7 +506,7 @@ async def _run_locked(
             key_switched_to=client.switched_to,
         )
         with anyio.CancelScope(shield=True):
-            await writer.write(header, summary.results)
+            await writer.write(header, pool)
         signals.cancel_scope.cancel()
     return summary, header
 
@@ -512,11 +545,19 @@ def _check_writable(config: RunConfig, results_path: Path) -> None:
         raise ResultsWriteError(path=results_path, reason=exc.strerror or str(exc)) from exc
 
 
-async def _with_costs(
-    client: ApiClient, results: list[JobResult], retrying: Callable[..., Awaitable[Any]]
-) -> list[JobResult]:
-    """Fill in each submitted job's charge from the usage log (one request per 100 rows)."""
-    wanted = {r.remote_id for r in results if r.remote_id is not None and r.cost_cents is None}
+async def _read_costs(
+    client: ApiClient,
+    pool: Pool,
+    indexes: Sequence[int],
+    retrying: Callable[..., Awaitable[Any]],
+) -> dict[int, int]:
+    """Each submitted job's charge not yet known, from the usage log (one request per 100
+    rows), by job index."""
+    wanted: dict[str, list[int]] = {}
+    for index in indexes:
+        live = pool.live[index]
+        if live.remote_id is not None and live.cost_cents is None:
+            wanted.setdefault(live.remote_id, []).append(index)
     charges: dict[str, int] = {}
 
     def read_page(page: int) -> Awaitable[Any]:
@@ -525,13 +566,12 @@ async def _with_costs(
     try:
         # Newest rows come first; our jobs are the most recent, so a few pages cover them.
         pages = len(wanted) // PAGE_ROWS + 3
-        await read_charges(read_page, into=charges, max_pages=pages, wanted=wanted)
+        await read_charges(read_page, into=charges, max_pages=pages, wanted=set(wanted))
     except ApiError as exc:
         log.warning("could not read the usage log for per-job costs: %s", exc)
-    return [
-        replace(r, cost_cents=charges[r.remote_id]) if r.remote_id in charges else r
-        for r in results
-    ]
+    return {
+        index: cents for remote_id, cents in charges.items() for index in wanted.get(remote_id, ())
+    }
 
 
 async def _stop_on_signals(pool: Pool, grace_s: float) -> None:
@@ -566,16 +606,40 @@ async def _end_grace(pool: Pool, stop: Stop, grace_s: float) -> None:
 
 
 class _ResultsWriter:
-    """Writes the results file off the event loop, no more often than it is worth."""
+    """Writes the results file off the event loop, no more often than it is worth.
+
+    Each job's entry is rendered when it changed (``Pool.take_marks``) and kept in a spool
+    beside the results file, as are finished jobs' links and scores (``Pool(spool=...)``):
+    the run holds neither in memory, and every write streams the file from the spool.
+    """
 
     def __init__(self, path: Path, config: RunConfig, *, base: Path) -> None:
         self.path = path
-        self.render = Renderer(config.results_format, base=base)
+        self.format = config.results_format
+        self.base = base
         self.interval_s = config.flush_interval_s
+        self.render = Renderer(self.format, base=base)
+        self.spool = Spool()
         self._warned = False
 
-    async def write(self, header: RunHeader, results: Sequence[JobResult]) -> None:
-        pieces = self.render.pieces(header, results)
+    def __enter__(self) -> _ResultsWriter:
+        """Make the spools in the results' folder (once it is known to be writable)."""
+        self.render = Renderer(self.format, base=self.base, spool=Spool(self.path.parent))
+        self.spool = Spool(self.path.parent)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # The entries' spool only: the links' one is read by the summary's results.
+        self.render.spool.close()
+
+    def render_changes(self, pool: Pool) -> None:
+        """Render again the entries of the jobs that changed since the last time."""
+        for index in sorted(pool.take_marks()):
+            self.render.update(index, pool.result(index))
+
+    async def write(self, header: RunHeader, pool: Pool) -> None:
+        self.render_changes(pool)
+        pieces = self.render.stream(header, pool.worked_indexes())
         try:
             await anyio.to_thread.run_sync(write_atomic, self.path, pieces)
         except OSError as exc:
@@ -590,10 +654,9 @@ class _ResultsWriter:
             marker = pool.changes
             if marker == written:
                 continue
-            results = pool.results()
             began = anyio.current_time()
             try:
-                await self.write(header, results)
+                await self.write(header, pool)
             except ResultsWriteError as exc:
                 if not self._warned:
                     log.warning("%s (will try again at the end of the run)", exc)

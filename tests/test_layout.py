@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"manifest", "keys", "charges", "poller", "estimate", "report", "fleet", "storage"},
     {"client", "journal", "paths", "templates"},
     {"flow", "identity", "results", "shards"},
-    {"budget", "retry", "logs", "audio", "encode"},
+    {"budget", "retry", "logs", "audio", "encode", "spool"},
     {"errors", "models", "_version", "sandbox"},
 ]
 LAYER = {part: depth for depth, parts in enumerate(LAYERS) for part in parts}

@@ -308,9 +308,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _summary_line(summary: RunSummary) -> str:
     """``done: 3 succeeded, 1 failed in 12.0 s; spent $0.40; results: PATH``."""
-    counts: dict[str, int] = {}
-    for result in summary.results:
-        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+    counts = summary.counts
     parts = [f"{counts[s.value]} {s.value}" for s in JobStatus if counts.get(s.value)]
     elapsed = summary.finished_at - summary.started_at
     return (

@@ -32,6 +32,7 @@ from batchpod.logs import event
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputSpec
 from batchpod.poller import StatusBoard
 from batchpod.retry import retry_cause
+from batchpod.spool import Spool
 from batchpod.storage import Shelf, open_shelf
 from batchpod.templates import DEFAULT_OUTPUT_PATH, PathTemplate
 
@@ -62,6 +63,7 @@ class Crew:
         rng: random.Random,
         clock: Callable[[], float] = time.time,
         fleet: Fleet | None = None,
+        spool: Spool | None = None,
     ) -> None:
         if config.concurrency is None or config.output_dir is None:
             raise ValueError("the pool needs concurrency and output_dir (RunConfig.for_manifest)")
@@ -88,6 +90,9 @@ class Crew:
         self.fleet = fleet  # the state shared with other workers, if the run has one
         self.stop: Stop | None = None  # set by the pool alone
         self.changes = 0  # counts job state changes, so watchers can tell when to look again
+        self.marks: set[int] = set()  # the jobs changed since the results were rendered
+        # Where finished jobs' links and scores are kept (LiveJob.shelve).
+        self.spool = spool if spool is not None else Spool()
         self.worked = 0  # jobs this run submitted or followed at AudioPod
         self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
         # Finished jobs as the output folder records them (by content key, so only when
@@ -197,6 +202,7 @@ class Crew:
 
     def finish(self, live: LiveJob, status: JobStatus, *, error: ErrorRecord | None = None) -> None:
         live.finish(status, error=error)
+        live.shelve(self.spool, links=not self.config.download)
         self.changes += 1
 
     def result_of(self, live: LiveJob) -> JobResult:
@@ -251,7 +257,7 @@ class Crew:
         self.retry_counts[cause] += 1
         name = None
         if live is not None:
-            live.retries[cause] += 1
+            live.count_retry(cause)
             name = live.name
         log.info("retry (%s)", cause, extra=event("retry", job=name, cause=cause))
 

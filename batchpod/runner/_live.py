@@ -3,6 +3,11 @@
 A ``LiveJob`` is restored from the job's row when an earlier run left one, saved as a row at
 every step (``record``), and read as the job's ``JobResult`` at any moment (``result``): a
 job not yet finished then reads as interrupted (its submit may have landed) or skipped.
+
+Every assignment to a ``LiveJob`` puts its index in the run's ``marks`` set, so that the
+results file re-renders only the jobs that changed since it was last written. Its lists and
+counters are therefore replaced or changed through its methods, never in place from outside.
+A finished job's links and quality scores go to the run's spool (``shelve``).
 """
 
 from __future__ import annotations
@@ -14,15 +19,18 @@ from dataclasses import dataclass, field
 
 from batchpod.journal import JobRecord, JobState
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
+from batchpod.spool import Spool, SpooledMapping
 
 
 @dataclass(slots=True)
 class LiveJob:
     """A job's mutable record while a worker holds it."""
 
+    # First, in this order: every later assignment, those of __init__ too, marks the index.
+    marks: set[int]  # the run's jobs changed since the results were last rendered
+    index: int
     key: str  # the job's content key (identity.content_key): its row in the state
     name: str
-    index: int
     state: JobState = JobState.PENDING
     intent_at: float | None = None
     cost_cents: int | None = None
@@ -45,6 +53,27 @@ class LiveJob:
     in_window: bool = False  # holds a place in the pool's SubmitWindow
     sent_this_run: bool = False  # this run sent (or tried to send) its submit
     deadline: float = math.inf  # anyio clock: its submit plus --job-timeout
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name != "marks":
+            self.marks.add(self.index)
+
+    def count_retry(self, cause: str) -> None:
+        """Count one retry of this job's requests, for ``cause``."""
+        self.retries[cause] += 1
+        self.marks.add(self.index)
+
+    def shelve(self, spool: Spool, *, links: bool) -> None:
+        """Move what a finished job carries but no longer works with to ``spool``: its
+        quality scores, and its stem links when ``links`` (they go to the results; a run that
+        downloads drops them)."""
+        if self.quality_scores and not isinstance(self.quality_scores, SpooledMapping):
+            self.quality_scores = SpooledMapping(spool, self.quality_scores)
+        if not links:
+            self.download_urls = {}
+        elif self.download_urls and not isinstance(self.download_urls, SpooledMapping):
+            self.download_urls = SpooledMapping(spool, self.download_urls)
 
     def restore(self, record: JobRecord) -> None:
         """Take up where an earlier run left this job."""

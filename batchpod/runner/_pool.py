@@ -36,6 +36,7 @@ from batchpod.journal import JobRecord, JobState
 from batchpod.logs import event
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus
 from batchpod.poller import StatusBoard
+from batchpod.spool import Spool
 
 from ._crew import Crew
 from ._follow import Follower
@@ -70,6 +71,7 @@ class Pool:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         fleet: Fleet | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.records = dict(records or {})
         self.fleet = fleet
@@ -86,6 +88,7 @@ class Pool:
             rng=rng or random.Random(),
             clock=clock,
             fleet=fleet,
+            spool=spool,
         )
         self.jobs = crew.jobs
         # Without a state file (tests, embedding), each job is its own key.
@@ -93,7 +96,7 @@ class Pool:
             tuple(content_keys) if content_keys is not None else tuple(map(str, range(len(jobs))))
         )
         self.live = [
-            LiveJob(key=key, name=job.name, index=index)
+            LiveJob(marks=crew.marks, index=index, key=key, name=job.name)
             for index, (key, job) in enumerate(zip(self.content_keys, self.jobs, strict=True))
         ]
         self.wallet = Wallet(crew)
@@ -111,6 +114,7 @@ class Pool:
                 self._index_of.setdefault(key, index)
         self._claimed: set[int] = set()
         self._room = anyio.Event()  # set when a worker of this pool comes free
+        self._marked_stop: Stop | None = None  # the stop take_marks last saw
 
     # What the session and the tests read of the run.
     @property
@@ -200,6 +204,25 @@ class Pool:
         """Every job's result so far, in manifest order (unfinished ones as they stand);
         with a fleet, those of the jobs this worker claimed."""
         return [self.crew.result_of(self.live[index]) for index in self.worked_indexes()]
+
+    def result(self, index: int) -> JobResult:
+        """Job ``index``'s result as it stands."""
+        return self.crew.result_of(self.live[index])
+
+    def take_marks(self) -> set[int]:
+        """The jobs whose result changed since the last call (at first: all of them). A
+        stop changes the result of every job not finished (skipped, and why)."""
+        crew = self.crew
+        marks = set(crew.marks)
+        crew.marks.clear()
+        if crew.stop is not self._marked_stop:
+            self._marked_stop = crew.stop
+            marks.update(live.index for live in self.live if not live.done)
+        return marks
+
+    def set_cost(self, index: int, cents: int) -> None:
+        """Job ``index``'s charge, as read from AudioPod's usage log at the end."""
+        self.live[index].cost_cents = cents
 
     def worked_indexes(self) -> list[int]:
         """The indexes of the jobs ``results`` lists."""

@@ -76,7 +76,7 @@ class Stems:
                 raise JobFailed(ErrorRecord(type="OutputError", message=message)) from exc
             if output.as_served:
                 remote, size = await self._download(live, remote, stem, dest)
-                live.files.append(await self._keep(stem, dest, relative, size))
+                live.files = [*live.files, await self._keep(stem, dest, relative, size)]
                 continue
             served = served_path(dest)
             remote, served_size = await self._download(live, remote, stem, served)
@@ -92,10 +92,9 @@ class Stems:
             finally:
                 served.unlink(missing_ok=True)
             file = await self._keep(stem, dest, relative, size)
-            live.files.append(
-                dataclasses.replace(file, served_size=served_size, encoding=output.label)
-            )
-        live.files.sort(key=lambda f: f.stem)
+            encoded = dataclasses.replace(file, served_size=served_size, encoding=output.label)
+            live.files = [*live.files, encoded]
+        live.files = sorted(live.files, key=lambda f: f.stem)
         try:  # the record that tells any later run, from any manifest, that this job is done
             await anyio.to_thread.run_sync(
                 functools.partial(
