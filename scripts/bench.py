@@ -12,6 +12,7 @@ whose PostgreSQL the fleet section runs on):
     python scripts/bench.py validate --jobs 100000 --json bench.json
     python scripts/bench.py requests --concurrencies 10,100,1000 --job-time 2-10
     python scripts/bench.py fleet            # SQLite, shards and a PostgreSQL fleet, ~3 min
+    python scripts/bench.py scale            # all's scale rows and their targets alone
     python scripts/bench.py run --client-src /tmp/old-checkout   # the same, older code
 
 `requests` counts the API requests per job (stem downloads apart) that a run sends at each
@@ -986,9 +987,9 @@ def main() -> int:
         "scenario",
         nargs="?",
         default="all",
-        choices=["all", "validate", "run", "requests", "fleet"],
+        choices=["all", "scale", "validate", "run", "requests", "fleet"],
         help="what to measure (default: all: against the ideal and the SDK, scale, durability, "
-        "fleet)",
+        "fleet; scale: the scale rows alone)",
     )
     parser.add_argument(
         "--jobs",
@@ -1010,7 +1011,9 @@ def main() -> int:
         "--latency", type=float, help="all: sandbox API latency in seconds (default: 0.02)"
     )
     parser.add_argument(
-        "--scale-jobs", type=int, help="all: jobs of the generated manifest (default: 100000)"
+        "--scale-jobs",
+        type=int,
+        help="all, scale: jobs of the generated manifest (default: 100000)",
     )
     parser.add_argument(
         "--quick",
@@ -1091,6 +1094,17 @@ def main() -> int:
                 slow_rps=preset["slow_rps"] if args.slow_rps is None else args.slow_rps,
                 repeat=args.repeat or int(preset["repeat"]),
             )
+    elif args.scenario == "scale":
+        preset = _QUICK if args.quick else _FULL
+        result = bench_all(
+            scenarios=(),
+            latency=0.0,
+            scale_jobs=args.scale_jobs or int(preset["scale_jobs"]),
+            repeat=args.repeat or 1,
+            sdk=False,
+            disk_dir=args.disk_dir,
+        )
+        result["scenario"] = "scale"
     elif args.scenario == "fleet":
         preset = _FLEET_QUICK if args.quick else _FLEET_FULL
         try:
