@@ -93,6 +93,8 @@ class PathTemplate:
 
     text: str
     pieces: tuple[tuple[str, str | None], ...]
+    #: The fields the pieces name: only these are worked out for a job (``_values``).
+    fields: frozenset[str] = frozenset()
 
     @classmethod
     def parse(cls, text: str) -> PathTemplate:
@@ -109,8 +111,8 @@ class PathTemplate:
             if field is not None:
                 _check_field(field, spec, conversion)
             pieces.append((literal, field))
-        template = cls(text=text, pieces=tuple(pieces))
-        used = {field for _, field in pieces if field is not None}
+        used = frozenset(field for _, field in pieces if field is not None)
+        template = cls(text=text, pieces=tuple(pieces), fields=used)
         for needed, why in (
             ("stem", "every stem of a job would be written to one path"),
             ("ext", "a file's extension must say its format"),
@@ -142,7 +144,7 @@ class PathTemplate:
     def render(self, job: Job, stem: str, ext: str) -> PurePosixPath:
         """Where ``job``'s stem ``stem`` (the value, already made safe) is written, relative
         to the output folder."""
-        return PurePosixPath(self.render_with(_values(job, stem, ext)))
+        return PurePosixPath(self.render_with(_values(self, job, stem, ext)))
 
     def render_with(self, values: Mapping[str, str]) -> str:
         # A job without a metadata key the template uses gets "_" (validate reports it first).
@@ -172,7 +174,7 @@ def clashes(template: PathTemplate, jobs: Iterable[Job], *, ext: str) -> Iterato
     for index, job in enumerate(jobs):
         stems = stems_of(job)
         known.append(bool(stems))
-        pattern = template.render_with(_values(job, _ANY_STEM, ext))
+        pattern = template.render_with(_values(template, job, _ANY_STEM, ext))
         if any(
             len(part.encode()) > MAX_COMPONENT_BYTES
             for part in pattern.replace(_ANY_STEM, "s" * 64).split("/")
@@ -187,7 +189,7 @@ def clashes(template: PathTemplate, jobs: Iterable[Job], *, ext: str) -> Iterato
         if template.by_name:
             continue
         for stem in stems:
-            path = template.render_with(_values(job, stem, ext))
+            path = template.render_with(_values(template, job, stem, ext))
             earlier, _ = by_path.setdefault(path.casefold(), (index, stem))
             if earlier != index:
                 yield Clash(earlier, index, path, stem)
@@ -240,16 +242,19 @@ def _safe_value(text: str) -> str:
     return text[:_SOURCE_CHARS].strip()
 
 
-def _values(job: Job, stem: str, ext: str) -> dict[str, str]:
-    values = {
-        "name": job.name,
-        "stem": stem,
-        "ext": ext,
-        "mode": job.mode.value,
-        "source": source_base(job.source),
-    }
+def _values(template: PathTemplate, job: Job, stem: str, ext: str) -> dict[str, str]:
+    """The values of the fields ``template`` uses, for ``job``'s ``stem``.
+
+    Only the fields used are worked out: ``clashes`` renders every job of a manifest, and a
+    song's base name (``source``) is the dearest of them."""
+    fields = template.fields
+    values = {"name": job.name, "stem": stem, "ext": ext, "mode": job.mode.value}
+    if "source" in fields:
+        values["source"] = source_base(job.source)
     for key, value in job.meta:
-        values[f"meta.{key}"] = _safe_value(value) or "_"
+        field = f"meta.{key}"
+        if field in fields:
+            values[field] = _safe_value(value) or "_"
     return values
 
 
