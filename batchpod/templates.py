@@ -25,6 +25,7 @@ compare names). Pure: nothing here touches the disk.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 import unicodedata
@@ -93,8 +94,13 @@ class PathTemplate:
 
     text: str
     pieces: tuple[tuple[str, str | None], ...]
-    #: The fields the pieces name: only these are worked out for a job (``_values``).
-    fields: frozenset[str] = frozenset()
+    #: The fields the pieces name (derived from them): only these are worked out for a
+    #: job (``_values``).
+    fields: frozenset[str] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        used = frozenset(name for _, name in self.pieces if name is not None)
+        object.__setattr__(self, "fields", used)
 
     @classmethod
     def parse(cls, text: str) -> PathTemplate:
@@ -111,8 +117,8 @@ class PathTemplate:
             if field is not None:
                 _check_field(field, spec, conversion)
             pieces.append((literal, field))
-        used = frozenset(field for _, field in pieces if field is not None)
-        template = cls(text=text, pieces=tuple(pieces), fields=used)
+        template = cls(text=text, pieces=tuple(pieces))
+        used = template.fields
         for needed, why in (
             ("stem", "every stem of a job would be written to one path"),
             ("ext", "a file's extension must say its format"),
