@@ -96,6 +96,12 @@ class RunConfig:
     lease_s: float = DEFAULT_LEASE_S  # with state_url: a silent worker's jobs stay its own
     flush_interval_s: float = 1.0  # how often the results file is rewritten, at least
 
+    # -- signals for monitoring (batchpod.metrics)
+    metrics_file: Path | None = None  # node_exporter's textfile format, rewritten as it goes
+    metrics_interval_s: float = 30.0  # how often metrics_file is rewritten during the run
+    # A Pushgateway (http://host:9091), pushed to at the start and the end of the run.
+    pushgateway_url: str | None = field(default=None, repr=False)
+
     # -- time and flow
     job_timeout_s: float = 2 * 3600.0  # submit to last stem; then the job is 'expired'
     grace_s: float = 30.0  # after a first signal, how long jobs in flight may still finish

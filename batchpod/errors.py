@@ -75,6 +75,21 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM
 
 
+def exit_code_of(exc: BaseException) -> ExitCode | None:
+    """The exit code that ``exc`` gives a command: the first ``BatchpodError`` (or Ctrl-C)
+    found in it, task groups looked into; None when it is none of those (a bug)."""
+    pending = [exc]
+    while pending:
+        item = pending.pop(0)
+        if isinstance(item, BaseExceptionGroup):
+            pending.extend(item.exceptions)
+        elif isinstance(item, BatchpodError):
+            return item.exit_code
+        elif isinstance(item, KeyboardInterrupt):
+            return ExitCode.INTERRUPTED
+    return None
+
+
 class BatchpodError(Exception):
     """Root of every error batchpod raises on purpose."""
 

@@ -360,14 +360,16 @@ class Renderer:
         """What the rendered entries of ``indexes`` add up to."""
         counts: Counter[str] = Counter()
         spent: int | None = None
-        failed = 0
+        failed = estimated = 0
         for index in indexes:
             counts[_STATUSES[self._status[index]].value] += 1
             cost = self._cost[index]
             if cost != _NO_CENTS:
                 spent = (spent or 0) + cost
+            if self._estimate[index] != _NO_CENTS:
+                estimated += self._estimate[index]
             failed += not self._ok[index]
-        return Tally(counts=counts, spent_cents=spent, failed=failed)
+        return Tally(counts=counts, spent_cents=spent, failed=failed, estimated_cents=estimated)
 
     def stream(self, header: RunHeader, indexes: Sequence[int]) -> Iterator[bytes]:
         """The document for the jobs ``indexes`` (each rendered by ``update``), in pieces of
@@ -436,6 +438,7 @@ class Tally:
     counts: Mapping[str, int]
     spent_cents: int | None
     failed: int
+    estimated_cents: int = 0  # the sum of the jobs' estimates (as the header's)
 
 
 def write_atomic(

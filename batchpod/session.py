@@ -18,6 +18,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +39,7 @@ from batchpod.errors import (
     ExitCode,
     LeaseLost,
     ResultsWriteError,
+    exit_code_of,
 )
 from batchpod.estimate import estimate_cents
 from batchpod.fleet import DatabaseUrl
@@ -46,6 +48,7 @@ from batchpod.identity import content_keys
 from batchpod.journal import JobRecord, Journal, JournalWriter, RunLock
 from batchpod.layouts import other_layouts, read_locked, take_up
 from batchpod.logs import event
+from batchpod.metrics import RunFacts, RunMetrics, read_last_success
 from batchpod.models import JobResult, JobStatus, Manifest
 from batchpod.paths import results_path_for, state_path_for, worker_results_path
 from batchpod.results import Renderer, RunHeader, write_atomic
@@ -401,7 +404,6 @@ async def _run_locked(
     end; with a ``fleet``, its workers share the jobs and the caps (the guard here then
     only models this worker's own wallet use)."""
     assert config.base_url is not None and config.api_key is not None
-    journal_writer = journal
     async with (
         ApiClient(
             base_url=config.base_url,
@@ -416,99 +418,246 @@ async def _run_locked(
         ) as client,
         anyio.create_task_group() as signals,
     ):
-        # Pre-flight: a refused key stops the run here, before anything is submitted. A read
-        # that outlasts the retry policy stops it too (exit 69): nothing is lost.
-        retrying = functools.partial(with_retries, policy=config.retry, rng=random.Random())
-        sent_at = await fleet.clock() if fleet is not None else 0.0
-        before = await retrying(client.balance)
-        header = replace(header, balance_before_cents=before.balance_cents)
-        alone = fleet is None
-        guard = BudgetGuard(
-            max_spend_cents=config.max_spend_cents if alone else None,
-            keep_balance_cents=config.keep_balance_cents if alone else None,
-            balance_cents=before.balance_cents,
-        )
-        if fleet is not None:
-            fleet.capped = config.max_spend_cents is not None or (
-                config.keep_balance_cents is not None
+        metrics = _Metrics.of(config, header)
+        if metrics is not None:
+            await metrics.publish(_facts(header, client, None, running=True), push=True)
+        try:
+            outcome = await _run_with_client(
+                manifest,
+                config,
+                client=client,
+                signals=signals,
+                metrics=metrics,
+                header=header,
+                writer=writer,
+                keys=keys,
+                reporter=reporter,
+                started=started,
+                records=records,
+                journal=journal,
+                set_costs=set_costs,
+                fleet=fleet,
             )
-            await fleet.balance(before.balance_cents, sent_at=sent_at)
-        pool = Pool(
-            client,
-            manifest.jobs,
-            config,
-            budget=guard,
-            reporter=reporter,
-            content_keys=keys,
-            records=records,
-            journal=journal_writer,
-            fleet=fleet,
-            spool=writer.spool,
-        )
-        if config.handle_signals and threading.current_thread() is threading.main_thread():
-            # Watched until the results are written: a signal after the pool has ended must
-            # not cut the final bookkeeping short.
-            signals.start_soon(_stop_on_signals, pool, config.grace_s)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(writer.keep_fresh, header, pool)
-            tg.start_soon(journal_writer.run)
-            try:
-                await pool.run()
-            finally:
-                tg.cancel_scope.cancel()
-        after: int | None = None
-        worked = pool.worked_indexes()
-        with anyio.move_on_after(30, shield=True):
-            costs = await _read_costs(client, pool, worked, retrying)
-            for index, cents in costs.items():
-                pool.set_cost(index, cents)
-            unsaved = {
-                keys[index]: cents
-                for index, cents in costs.items()
-                if keys[index] not in records or records[keys[index]].cost_cents is None
-            }
-            if unsaved:
-                await set_costs(unsaved)
-            try:
-                after = (await retrying(client.balance)).balance_cents
-            except ApiError as exc:
-                log.warning("could not read the balance after the run: %s", exc)
-        writer.render_changes(pool)
-        tally = writer.render.tally(worked)
-        summary = RunSummary(
-            results=_Results(pool, worked),
-            stop=pool.stop,
-            results_path=writer.path,
-            started_at=started,
-            finished_at=time.time(),
-            balance_before_cents=before.balance_cents,
-            balance_after_cents=after,
-            peak_in_flight=pool.peak_in_flight,
-            counts=dict(tally.counts),
-            spent_cents=tally.spent_cents or 0,
-            failed=tally.failed,
-            jobs_worked=pool.worked,
-            api_requests=client.counts.requests,
-            throttled=client.counts.throttled,
-            retries=dict(pool.retry_counts),
-            key_switched_to=client.switched_to,
-        )
-        header = replace(
-            header,
-            jobs_worked=summary.jobs_worked,
-            api_requests=summary.api_requests,
-            throttled=summary.throttled,
-            retries=summary.retries,
-            finished_at=summary.finished_at,
-            balance_after_cents=after,
-            exit_code=int(summary.exit_code),
-            stopped=pool.stop.message if pool.stop else None,
-            key_switched_to=client.switched_to,
-        )
-        with anyio.CancelScope(shield=True):
-            await writer.write(header, pool)
-        signals.cancel_scope.cancel()
+        except BaseException as exc:
+            if metrics is not None:  # the run ended here: say so, keeping the last success
+                facts = _facts(header, client, None, running=False, exit_code=exit_code_of(exc))
+                with anyio.CancelScope(shield=True):
+                    await metrics.publish(facts, push=True)
+            raise
+    return outcome
+
+
+async def _run_with_client(
+    manifest: Manifest,
+    config: RunConfig,
+    *,
+    client: ApiClient,
+    signals: anyio.abc.TaskGroup,
+    metrics: _Metrics | None,
+    header: RunHeader,
+    writer: _ResultsWriter,
+    keys: Sequence[str],
+    reporter: Reporter,
+    started: float,
+    records: Mapping[str, JobRecord],
+    journal: JournalWriter,
+    set_costs: Callable[[dict[str, int]], Awaitable[object]],
+    fleet: FleetWorker | None,
+) -> tuple[RunSummary, RunHeader]:
+    """``_run_locked`` once the client is open."""
+    # Pre-flight: a refused key stops the run here, before anything is submitted. A read
+    # that outlasts the retry policy stops it too (exit 69): nothing is lost.
+    retrying = functools.partial(with_retries, policy=config.retry, rng=random.Random())
+    sent_at = await fleet.clock() if fleet is not None else 0.0
+    before = await retrying(client.balance)
+    header = replace(header, balance_before_cents=before.balance_cents)
+    alone = fleet is None
+    guard = BudgetGuard(
+        max_spend_cents=config.max_spend_cents if alone else None,
+        keep_balance_cents=config.keep_balance_cents if alone else None,
+        balance_cents=before.balance_cents,
+    )
+    if fleet is not None:
+        fleet.capped = config.max_spend_cents is not None or (config.keep_balance_cents is not None)
+        await fleet.balance(before.balance_cents, sent_at=sent_at)
+    pool = Pool(
+        client,
+        manifest.jobs,
+        config,
+        budget=guard,
+        reporter=reporter,
+        content_keys=keys,
+        records=records,
+        journal=journal,
+        fleet=fleet,
+        spool=writer.spool,
+    )
+    if config.handle_signals and threading.current_thread() is threading.main_thread():
+        # Watched until the results are written: a signal after the pool has ended must
+        # not cut the final bookkeeping short.
+        signals.start_soon(_stop_on_signals, pool, config.grace_s)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.keep_fresh, header, pool)
+        tg.start_soon(journal.run)
+        if metrics is not None:
+            tg.start_soon(metrics.keep_fresh, lambda: _facts(header, client, pool, running=True))
+        try:
+            await pool.run()
+        finally:
+            tg.cancel_scope.cancel()
+    after: int | None = None
+    worked = pool.worked_indexes()
+    with anyio.move_on_after(30, shield=True):
+        costs = await _read_costs(client, pool, worked, retrying)
+        for index, cents in costs.items():
+            pool.set_cost(index, cents)
+        unsaved = {
+            keys[index]: cents
+            for index, cents in costs.items()
+            if keys[index] not in records or records[keys[index]].cost_cents is None
+        }
+        if unsaved:
+            await set_costs(unsaved)
+        try:
+            after = (await retrying(client.balance)).balance_cents
+        except ApiError as exc:
+            log.warning("could not read the balance after the run: %s", exc)
+    writer.render_changes(pool)
+    tally = writer.render.tally(worked)
+    summary = RunSummary(
+        results=_Results(pool, worked),
+        stop=pool.stop,
+        results_path=writer.path,
+        started_at=started,
+        finished_at=time.time(),
+        balance_before_cents=before.balance_cents,
+        balance_after_cents=after,
+        peak_in_flight=pool.peak_in_flight,
+        counts=dict(tally.counts),
+        spent_cents=tally.spent_cents or 0,
+        failed=tally.failed,
+        jobs_worked=pool.worked,
+        api_requests=client.counts.requests,
+        throttled=client.counts.throttled,
+        retries=dict(pool.retry_counts),
+        key_switched_to=client.switched_to,
+    )
+    header = replace(
+        header,
+        jobs_worked=summary.jobs_worked,
+        api_requests=summary.api_requests,
+        throttled=summary.throttled,
+        retries=summary.retries,
+        finished_at=summary.finished_at,
+        balance_after_cents=after,
+        exit_code=int(summary.exit_code),
+        stopped=pool.stop.message if pool.stop else None,
+        key_switched_to=client.switched_to,
+    )
+    with anyio.CancelScope(shield=True):
+        await writer.write(header, pool)
+        if metrics is not None:
+            facts = _facts(
+                header,
+                client,
+                pool,
+                running=False,
+                counts=summary.counts,
+                spent_cents=summary.spent_cents,
+                estimated_cents=tally.estimated_cents,
+                exit_code=int(summary.exit_code),
+            )
+            await metrics.publish(facts, push=True)
+    signals.cancel_scope.cancel()
     return summary, header
+
+
+def _facts(
+    header: RunHeader,
+    client: ApiClient,
+    pool: Pool | None,
+    *,
+    running: bool,
+    counts: Mapping[str, int] | None = None,
+    spent_cents: int | None = None,
+    estimated_cents: int | None = None,
+    exit_code: int | None = None,
+) -> RunFacts:
+    """What the run has done so far, for its metrics: from the pool's live records while it
+    runs (``counts`` and the money from the results' tally at the end)."""
+    jobs: Counter[str] = Counter()
+    spent = estimated = 0
+    waits: list[float] = []
+    stems = size = in_flight = 0
+    retries: Mapping[str, int] = {}
+    if pool is not None:
+        for index in pool.worked_indexes():
+            live = pool.live[index]
+            estimated += live.estimate_cents
+            if live.done:
+                jobs[live.status.value] += 1
+            if live.cost_cents is not None:
+                spent += live.cost_cents
+            if live.submitted_at is not None and live.completed_at is not None:
+                waits.append(max(0.0, live.completed_at - live.submitted_at))
+        stems, size = pool.written
+        in_flight = 0 if not running else pool.in_flight
+        retries = dict(pool.retry_counts)
+    assert header.started_at is not None
+    return RunFacts(
+        started_at=header.started_at,
+        now=header.finished_at if header.finished_at is not None else time.time(),
+        running=running,
+        jobs=jobs if counts is None else counts,
+        in_flight=in_flight,
+        spent_cents=spent if spent_cents is None else spent_cents,
+        estimated_cents=estimated if estimated_cents is None else estimated_cents,
+        balance_before_cents=header.balance_before_cents,
+        balance_after_cents=header.balance_after_cents,
+        requests=dict(client.counts.by_call),
+        retries=retries,
+        stems_written=stems,
+        bytes_written=size,
+        waits_s=waits,
+        exit_code=exit_code,
+    )
+
+
+class _Metrics:
+    """The run's metrics file and Pushgateway (``batchpod.metrics``), fed from the pool."""
+
+    def __init__(self, config: RunConfig, header: RunHeader) -> None:
+        labels = {"manifest": Path(str(header.manifest)).name}
+        if header.shard is not None:
+            labels["shard"] = f"{header.shard[0]}/{header.shard[1]}"
+        if header.worker is not None:
+            labels["worker"] = header.worker
+        self.file = config.metrics_file
+        self.url = config.pushgateway_url
+        self.interval_s = config.metrics_interval_s
+        last = None if self.file is None else read_last_success(self.file, labels)
+        self.metrics = RunMetrics(labels=labels, last_success=last)
+
+    @classmethod
+    def of(cls, config: RunConfig, header: RunHeader) -> _Metrics | None:
+        if config.metrics_file is None and config.pushgateway_url is None:
+            return None
+        return cls(config, header)
+
+    async def publish(self, facts: RunFacts, *, push: bool) -> None:
+        """Write the file, and push when ``push`` (off the event loop; never raises)."""
+        if self.file is not None:
+            await anyio.to_thread.run_sync(self.metrics.write, self.file, facts)
+        if push and self.url is not None:
+            await anyio.to_thread.run_sync(self.metrics.push, self.url, facts)
+
+    async def keep_fresh(self, facts: Callable[[], RunFacts]) -> None:
+        """Rewrite the file every interval while the run goes on."""
+        if self.file is None:
+            return
+        while True:
+            await anyio.sleep(self.interval_s)
+            await self.publish(facts(), push=False)
 
 
 def _cap_share(

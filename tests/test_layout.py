@@ -26,9 +26,10 @@ LAYERS: list[set[str]] = [
     {"runner", "standing", "recovery", "census"},
     {"config", "merge", "reconcile", "layouts", "catalogue"},
     {"manifest", "keys", "charges", "poller", "estimate", "report", "fleet", "storage"},
+    {"metrics"},
     {"client", "journal", "paths", "templates"},
     {"flow", "identity", "results", "shards"},
-    {"budget", "retry", "logs", "audio", "encode", "spool"},
+    {"budget", "retry", "logs", "audio", "encode", "spool", "pings"},
     {"errors", "models", "_version", "sandbox"},
 ]
 LAYER = {part: depth for depth, parts in enumerate(LAYERS) for part in parts}

@@ -25,6 +25,7 @@ from batchpod.errors import ConfigError
 from batchpod.fleet import DatabaseUrl, is_database_url
 from batchpod.keys import DEFAULT_KEY_VARIABLE, KeySource, read_key
 from batchpod.models import Location, Manifest, location
+from batchpod.pings import check_ping_url
 from batchpod.shards import Shard
 from batchpod.storage import check_endpoint
 
@@ -230,6 +231,14 @@ def duration(text: str) -> float:
     if not math.isfinite(total):
         raise argparse.ArgumentTypeError(f"must be a finite time: {text}")
     return total
+
+
+def http_url(text: str) -> str:
+    """An argparse type: an http:// or https:// URL with a host."""
+    try:
+        return check_ping_url(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}

@@ -16,13 +16,15 @@ from typing import TextIO
 
 import anyio
 
+from batchpod._version import __version__
 from batchpod.api import run_manifest
 from batchpod.budget import usd
 from batchpod.config import RunConfig, as_duration
-from batchpod.errors import ExitCode
+from batchpod.errors import ExitCode, exit_code_of
 from batchpod.fleet import DEFAULT_LEASE_S
 from batchpod.manifest import load_manifest
 from batchpod.models import JobStatus, OutputFormat
+from batchpod.pings import Pinger
 from batchpod.reporters import BarReporter, LogReporter, TeeReporter
 from batchpod.runner import Reporter, StopReason
 from batchpod.session import RunSummary
@@ -38,6 +40,7 @@ from ._options import (
     byte_size,
     duration,
     env_source,
+    http_url,
     key_source,
     positive_float,
     positive_int,
@@ -238,14 +241,65 @@ def add_parsers(commands: Commands) -> None:
         default=DEFAULTS.download_concurrency,
         help=f"stem downloads at once, across all jobs (default: {DEFAULTS.download_concurrency})",
     )
+    run.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        type=Path,
+        help="write Prometheus metrics to PATH (node_exporter's textfile format: name it "
+        "*.prom in its collector's folder), replaced whole every --metrics-interval and at "
+        "the end",
+    )
+    run.add_argument(
+        "--metrics-interval",
+        metavar="TIME",
+        type=duration,
+        default=DEFAULTS.metrics_interval_s,
+        help="how often --metrics-file is rewritten while the run goes on "
+        f"(default: {as_duration(DEFAULTS.metrics_interval_s, flag=True)})",
+    )
+    run.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        type=http_url,
+        help="push the metrics to the Prometheus Pushgateway at URL at the start and the end "
+        "of the run, grouped by job=batchpod, the manifest's name and the shard or worker",
+    )
+    run.add_argument(
+        "--healthcheck-url",
+        metavar="URL",
+        type=http_url,
+        help="ping a dead man's switch (Healthchecks-style): URL/start when the run starts, "
+        "URL when it ends with exit code 0, URL/fail (the exit code in the body) otherwise; "
+        "a failed ping is logged and changes nothing",
+    )
     run.set_defaults(handler=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.healthcheck_url is None or args.dry_run:
+        return _run(args, out, err)[0]
+    pings = Pinger(args.healthcheck_url)
+    pings.start(f"{PROG} {__version__} run {args.manifest}\n")
+    try:
+        code, summary = _run(args, out, err)
+    except BaseException as exc:
+        pings.finish(exit_code_of(exc) or 1, f"{PROG}: {_first_line(exc)}\n")
+        raise
+    pings.finish(code, _summary_line(summary) + "\n" if summary is not None else "")
+    return code
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> tuple[int, RunSummary | None]:
+    """The run the flags ask for: its exit code, and its summary (None for --dry-run)."""
     manifest = load_manifest(args.manifest)  # validates: nothing is sent while it has problems
     report_globs(manifest, args.manifest, None, err, strict=args.strict)
     if args.dry_run:
-        return show_estimate(manifest, args, out)
+        return show_estimate(manifest, args, out), None
     # Read first thing, so that a missing key is reported before anything else happens.
     key = None if args.sandbox else api_key(args)
     fallback = None if args.fallback_key_env is None else env_source(args.fallback_key_env)
@@ -281,6 +335,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         max_rps=args.max_rps,
         poll=dataclasses.replace(DEFAULTS.poll, budget=args.poll_budget),
         download_concurrency=args.download_concurrency,
+        metrics_file=args.metrics_file,
+        metrics_interval_s=args.metrics_interval,
+        pushgateway_url=args.pushgateway,
     )
     bar = None
     reporter: Reporter = LogReporter()
@@ -299,11 +356,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             bar.close()
     code = summary.exit_code
     if args.quiet and code == ExitCode.OK:
-        return code  # all is well: cron mails nothing
+        return code, summary  # all is well: cron mails nothing
     print(_summary_line(summary), file=out)
     if summary.stop is not None and summary.stop.reason is not StopReason.INTERRUPTED:
         print(f"{PROG}: stopped early: {summary.stop.message}", file=err)
-    return code
+    return code, summary
 
 
 def _summary_line(summary: RunSummary) -> str:

@@ -78,6 +78,15 @@ class Call:
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
 
+    @property
+    def endpoint(self) -> str:
+        """``METHOD PATH`` with the job's or key's id (the path's last segment) as ``{id}``:
+        one name for all the requests of a kind, as metrics label them."""
+        path = self.path
+        if self.job_id is not None or self.key_id is not None:
+            path = path.rpartition("/")[0] + "/{id}"
+        return f"{self.method} {path}"
+
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date.

@@ -14,9 +14,10 @@ builds the requests and reads the answers.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,6 +46,9 @@ class RequestCounts:
     requests: int = 0
     throttled: int = 0  # answered 429
     downloads: int = 0  # stem download requests to the storage host
+    # API requests by (endpoint, answer): "GET /api/v1/.../{id}" and the HTTP status, or
+    # "error" when no answer came (for the run's metrics).
+    by_call: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class Transport:
@@ -231,9 +235,11 @@ class Transport:
                 else:
                     body = await _read_capped(resp)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self.counts.by_call[call.endpoint, "error"] += 1
             raise error_for_exception(call, exc, timeouts=self.timeouts, read_s=read_s) from exc
         finally:
             _GUARD.reset(guarded)
+        self.counts.by_call[call.endpoint, str(status)] += 1
         if not 200 <= status <= 299:
             if status == 429:
                 self.counts.throttled += 1

@@ -95,6 +95,8 @@ class Crew:
         self.spool = spool if spool is not None else Spool()
         self.worked = 0  # jobs this run submitted or followed at AudioPod
         self.retry_counts: Counter[str] = Counter()  # every retry of the run, by cause
+        self.stems_written = 0  # stems this run stored, and their bytes (as stored)
+        self.bytes_written = 0
         # Finished jobs as the output folder records them (by content key, so only when
         # the jobs' keys are content keys).
         self.done = DoneRecords(self.shelf, enabled=content_addressed)

@@ -134,6 +134,11 @@ class Pool:
         return self.crew.retry_counts
 
     @property
+    def written(self) -> tuple[int, int]:
+        """The stems this run stored, and their bytes."""
+        return self.crew.stems_written, self.crew.bytes_written
+
+    @property
     def window(self) -> SubmitWindow:
         return self.crew.window
 

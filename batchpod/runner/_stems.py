@@ -77,6 +77,7 @@ class Stems:
             if output.as_served:
                 remote, size = await self._download(live, remote, stem, dest)
                 live.files = [*live.files, await self._keep(stem, dest, relative, size)]
+                self._count(size)
                 continue
             served = served_path(dest)
             remote, served_size = await self._download(live, remote, stem, served)
@@ -94,6 +95,7 @@ class Stems:
             file = await self._keep(stem, dest, relative, size)
             encoded = dataclasses.replace(file, served_size=served_size, encoding=output.label)
             live.files = [*live.files, encoded]
+            self._count(size)
         live.files = sorted(live.files, key=lambda f: f.stem)
         try:  # the record that tells any later run, from any manifest, that this job is done
             await anyio.to_thread.run_sync(
@@ -112,6 +114,10 @@ class Stems:
         if self.crew.config.delete_remote and live.remote_id is not None:
             await self.crew.delete_remote(live)
         self.crew.finish(live, JobStatus.SUCCEEDED)
+
+    def _count(self, size: int) -> None:
+        self.crew.stems_written += 1
+        self.crew.bytes_written += size
 
     async def _keep(
         self, stem: str, written: Path, relative: PurePosixPath, size: int
