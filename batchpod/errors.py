@@ -420,14 +420,15 @@ class MissingApiKey(BatchpodError):
 
 
 class ResultsWriteError(BatchpodError):
-    """The results manifest could not be written (disk full, read-only folder, ...)."""
+    """The results manifest, or a report of it, could not be written (disk full, read-only
+    folder, ...); ``what`` names which."""
 
     exit_code = ExitCode.IO_ERROR
 
-    def __init__(self, *, path: Path, reason: str) -> None:
+    def __init__(self, *, path: Path, reason: str, what: str = "the results") -> None:
         self.path = path
         self.reason = reason
-        super().__init__(f"cannot write the results to {path}: {reason}")
+        super().__init__(f"cannot write {what} to {path}: {reason}")
 
 
 class StateError(BatchpodError):

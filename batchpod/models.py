@@ -322,7 +322,8 @@ class JobResult:
     status: JobStatus
     remote_id: str | None = None
     submitted_at: float | None = None  # Unix seconds
-    completed_at: float | None = None
+    completed_at: float | None = None  # when the run saw that AudioPod had done it
+    finished_at: float | None = None  # when this run was done with it (its stems stored)
     attempts: int = 0  # submit attempts that reached the point of sending
     cost_cents: int | None = None  # AudioPod's charge, from its usage log
     estimated_cents: int | None = None  # its estimate when this run came to submit it

@@ -168,6 +168,7 @@ def _entry(result: JobResult, base: Path) -> dict[str, Any]:
     entry["remote_id"] = result.remote_id
     entry["submitted_at"] = _iso(result.submitted_at)
     entry["completed_at"] = _iso(result.completed_at)
+    entry["finished_at"] = _iso(result.finished_at)
     entry["attempts"] = result.attempts
     if result.retries:
         entry["retries"] = dict(sorted(result.retries.items()))

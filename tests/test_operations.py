@@ -49,7 +49,10 @@ def _url_jobs(count: int) -> str:
 
 def _comparable(entry: dict[str, Any]) -> dict[str, Any]:
     """A results entry without what differs from one run to another (ids, times, links)."""
-    volatile = {"remote_id", "submitted_at", "completed_at", "download_urls", "quality_scores"}
+    volatile = {
+        "remote_id", "submitted_at", "completed_at", "finished_at", "download_urls",
+        "quality_scores",
+    }  # fmt: skip
     return {k: v for k, v in entry.items() if k not in volatile}
 
 

@@ -127,6 +127,7 @@ def test_csv_rows_match_the_results_entries(tmp_path: Path) -> None:
             "remote_id": job["remote_id"],
             "submitted_at": job["submitted_at"],
             "completed_at": job["completed_at"],
+            "finished_at": job["finished_at"],
             "seconds": _seconds(job) if job["completed_at"] else None,
             "attempts": job["attempts"],
             "estimated_cents": job["estimated_cents"],

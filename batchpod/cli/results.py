@@ -1,8 +1,9 @@
 """``batchpod merge`` and ``batchpod report``: what is done with results files after a run.
 
 ``merge`` combines a sharded run's results files into the one a single run would have written
-(``batchpod.merge`` decides what the merged document holds); ``report`` summarises one results
-file for people or as CSV (``batchpod.report`` renders both).
+(``batchpod.merge`` decides what the merged document holds); ``report`` renders one results
+file for people, for spreadsheets or as a page to open in a browser (``batchpod.report``
+renders each).
 """
 
 from __future__ import annotations
@@ -57,19 +58,28 @@ def add_parsers(commands: Commands) -> None:
 
     report = commands.add_parser(
         "report",
-        help="summarise a results file: counts, spend, slowest and failed jobs; or CSV",
+        help="summarise a results file: counts, spend, slowest and failed jobs; CSV; HTML",
         description=(
             "Read a results manifest and print a summary for people (counts, spend, the "
-            "slowest jobs, every failed, expired or unknown job with its error), or one CSV "
-            "row per job for spreadsheets."
+            "slowest jobs, every failed, expired or unknown job with its error), one CSV "
+            "row per job for spreadsheets, or one self-contained HTML page with the run's "
+            "timeline and spend drawn as charts (no script, nothing fetched: it opens from "
+            "disk or a mail attachment)."
         ),
     )
     report.add_argument("results", metavar="RESULTS", type=Path, help="a results file")
     report.add_argument(
         "--format",
-        choices=("text", "csv"),
+        choices=("text", "csv", "html"),
         default="text",
-        help="a summary for people, or CSV (default: text)",
+        help="a summary for people, CSV, or an HTML page (default: text)",
+    )
+    report.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        type=Path,
+        help="write the report to PATH (replaced atomically) instead of standard output",
     )
     report.add_argument(
         "--slowest",
@@ -105,7 +115,18 @@ def _cmd_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     document = report_module.load_results(args.results)
     if args.format == "csv":
-        out.write(report_module.render_csv(document))
+        text = report_module.render_csv(document)
+    elif args.format == "html":
+        text = report_module.render_html(document)
     else:
-        out.write(report_module.render_text(document, slowest=args.slowest))
+        text = report_module.render_text(document, slowest=args.slowest)
+    if args.output is None:
+        out.write(text)
+        return ExitCode.OK
+    try:
+        write_atomic(args.output, text)  # owner-only, as the results it names the spend of
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ResultsWriteError(path=args.output, reason=reason, what="the report") from exc
+    print(f"report: {args.output}", file=out)
     return ExitCode.OK

@@ -204,6 +204,7 @@ class Crew:
 
     def finish(self, live: LiveJob, status: JobStatus, *, error: ErrorRecord | None = None) -> None:
         live.finish(status, error=error)
+        live.finished_at = self.clock()
         live.shelve(self.spool, links=not self.config.download)
         self.changes += 1
 

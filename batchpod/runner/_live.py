@@ -38,6 +38,7 @@ class LiveJob:
     remote_id: str | None = None
     submitted_at: float | None = None
     completed_at: float | None = None
+    finished_at: float | None = None  # this run's, set by Crew.finish (not in the state)
     attempts: int = 0
     estimate_cents: int = 0
     files: list[OutputFile] = field(default_factory=list)
@@ -129,6 +130,7 @@ class LiveJob:
             remote_id=self.remote_id,
             submitted_at=self.submitted_at,
             completed_at=self.completed_at,
+            finished_at=self.finished_at,
             attempts=self.attempts,
             cost_cents=self.cost_cents,
             estimated_cents=self.estimate_cents or None,
