@@ -92,22 +92,34 @@ async def pause_before_retry(
 
 
 class Pacer:
-    """At most ``rps`` requests per second, evenly spaced (see the module docstring)."""
+    """At most ``rps`` requests per second, evenly spaced (see the module docstring).
 
-    def __init__(self, rps: float) -> None:
+    ``clock`` and ``sleep`` are anyio's; a test passes a clock of its own and a sleep that
+    moves it, to see the slots without waiting for them.
+    """
+
+    def __init__(
+        self,
+        rps: float,
+        *,
+        clock: Callable[[], float] = anyio.current_time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
         if not (math.isfinite(rps) and rps > 0):
             raise ValueError(f"rps must be a positive number, got {rps!r}")
         self.rps = rps
         self._interval = 1.0 / rps
         self._next = -math.inf
+        self._clock = clock
+        self._sleep = sleep
 
     async def wait(self) -> None:
         """Return when this caller's slot has come."""
-        now = anyio.current_time()
+        now = self._clock()
         at = max(now, self._next)
         self._next = at + self._interval
         if at > now:
-            await anyio.sleep(at - now)
+            await self._sleep(at - now)
 
 
 @dataclass(slots=True)

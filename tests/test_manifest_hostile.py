@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,25 +34,34 @@ JOB_FORMAT = JOB.replace("{", "{{").replace("}", "}}")
 JOBS_LIMIT = f"'jobs' lists more than {MAX_JOBS:,} jobs, the limit for one manifest"
 SIZE_LIMIT = f"over the {MAX_MANIFEST_BYTES // 2**20} MiB limit"
 SPLIT = "split the catalogue into several manifests"
+#: The most Python memory refusing a hostile manifest may take. Reading a file takes a
+#: buffer of the size limit (32 MiB); the largest refusal here peaks at about 76 MiB.
+PEAK_MIB = 128
 
 
 def checked(
     path: Path,
     loader: type[Any],
     *,
-    within: float,
     limits: ManifestLimits = DEFAULT_LIMITS,
     event_parser: type[Any] | None = None,
 ) -> list[Problem]:
-    """The problems in ``path``, which must be refused in less than ``within`` seconds."""
-    start = time.perf_counter()
-    manifest, problems = check_manifest(
-        path, limits=limits, loader=loader, event_parser=event_parser
-    )
-    elapsed = time.perf_counter() - start
+    """The problems in ``path``, which must be refused with at most ``PEAK_MIB`` of Python
+    memory at the peak (traced by ``tracemalloc``): the work a hostile manifest makes is
+    bounded by the limits, not by what the file asks for (an expanded alias bomb or an
+    unbounded nesting would take gigabytes). How fast it is refused is the benchmark's
+    business (``scripts/bench.py validate``); a hang meets pytest-timeout."""
+    tracemalloc.start()
+    try:
+        manifest, problems = check_manifest(
+            path, limits=limits, loader=loader, event_parser=event_parser
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert manifest is None
     assert problems, "a hostile manifest must be refused"
-    assert elapsed < within, f"took {elapsed:.2f} s"
+    assert peak <= PEAK_MIB * 2**20, f"peaked at {peak / 2**20:.1f} MiB"
     for problem in problems:
         text = str(problem)
         assert "\n" not in text and "\x1b" not in text, text
@@ -144,7 +153,7 @@ def test_alias_bombs_are_reported_quickly(
     """Aliases share nodes and a job reached again is not checked again: no work multiplies."""
     path = tmp_path / "bomb.yaml"
     path.write_text(text, encoding="utf-8")
-    problems = checked(path, loader, within=5)
+    problems = checked(path, loader)
     assert any(message in m for m in messages(problems)), messages(problems)[:20]
     # Problems grow with the text (its lines and aliases), not with the leaves aliases reach.
     assert len(problems) <= 5 * (text.count("\n") + text.count("*")), len(problems)
@@ -170,7 +179,7 @@ def test_a_job_listed_again_is_found_wherever_it_was_written(
         "  - *early\n",
         encoding="utf-8",
     )
-    problems = checked(path, loader, within=2)
+    problems = checked(path, loader)
     assert [(p.line, p.message) for p in problems] == [
         (2, "unknown key 'x' at the top level"),
         (2, "job 7 is job 1 again (through a YAML alias)"),
@@ -187,7 +196,7 @@ def test_aliases_cannot_pass_the_job_limit(tmp_path: Path, loader: type[Any]) ->
     limits = ManifestLimits(max_jobs=1000)
     path = tmp_path / "jobs.yaml"
     path.write_text(f"version: 1\njobs:\n  - &j {JOB}\n" + "  - *j\n" * 1000, encoding="utf-8")
-    (problem,) = checked(path, loader, within=5, limits=limits)
+    (problem,) = checked(path, loader, limits=limits)
     assert (problem.line, problem.column) == (3, 3)
     assert problem.message == "'jobs' lists more than 1,000 jobs, the limit for one manifest"
     assert problem.hint == SPLIT
@@ -247,7 +256,7 @@ def test_node_limit(tmp_path: Path, event_parser: type[Any]) -> None:
     limits = ManifestLimits(max_nodes=10_000, count_first_chars=0)
     path = tmp_path / "jobs.yaml"
     path.write_text(f"version: 1\njobs: [{JOB}]\nx: [" + "1," * 20_000 + "1]\n")
-    (problem,) = checked(path, LOADERS[0], within=10, limits=limits, event_parser=event_parser)
+    (problem,) = checked(path, LOADERS[0], limits=limits, event_parser=event_parser)
     # Twelve nodes come before the list's first item (root, keys, values, 'x' and the list).
     assert (problem.line, problem.column) == (3, 5 + 2 * (10_001 - 12 - 1))
     assert problem.message == (
@@ -262,11 +271,11 @@ def test_counting_stops_at_a_syntax_error(tmp_path: Path, event_parser: type[Any
     limits = ManifestLimits(count_first_chars=0, max_nodes=20)  # libyaml's count fails
     path = tmp_path / "jobs.yaml"
     path.write_text(f"version: 1\njobs:\n  - {JOB}\n  - {{url: '\x1b', mode: two}}\n")
-    (problem,) = checked(path, LOADERS[0], within=2, limits=limits, event_parser=event_parser)
+    (problem,) = checked(path, LOADERS[0], limits=limits, event_parser=event_parser)
     assert (problem.line, problem.column) == (4, 12)
     assert problem.message == "YAML syntax error: character #x001b is not allowed in YAML"
     path.write_text(f"version: 1\njobs:\n  - {JOB}\n  - {{url: 'https://e.com/b', mode: two\n")
-    (problem,) = checked(path, LOADERS[0], within=2, limits=limits, event_parser=event_parser)
+    (problem,) = checked(path, LOADERS[0], limits=limits, event_parser=event_parser)
     assert problem.message.startswith("YAML syntax error"), str(problem)
 
 
@@ -294,7 +303,7 @@ def test_deep_nesting_is_refused(tmp_path: Path, loader: type[Any], text: str) -
     """Nesting past libyaml's 1000 levels (or Python's recursion limit) is one clear problem."""
     path = tmp_path / "deep.yaml"
     path.write_text(text, encoding="utf-8")
-    (problem,) = checked(path, loader, within=10)
+    (problem,) = checked(path, loader)
     assert "nest" in problem.message, str(problem)
 
 
@@ -311,7 +320,7 @@ def test_huge_scalar_is_refused_by_the_size_limit_unread(tmp_path: Path) -> None
         out.write("\n")
     size = path.stat().st_size
     for loader in LOADERS:
-        (problem,) = checked(path, loader, within=0.5)
+        (problem,) = checked(path, loader)
         assert str(problem) == (
             f"{path}: the manifest is {size:,} bytes, {SIZE_LIMIT} "
             f"({SPLIT} of at most {MAX_MANIFEST_BYTES:,} bytes)"
@@ -323,9 +332,7 @@ def test_parse_manifest_applies_the_size_limit(tmp_path: Path) -> None:
     """Text given directly is held to the same limit, counted in UTF-8 bytes."""
     just_over = "#" * MAX_MANIFEST_BYTES + "\n"
     for data in (just_over, just_over.encode(), "é" * (MAX_MANIFEST_BYTES // 2 + 1)):
-        start = time.perf_counter()
         manifest, (problem,) = parse_manifest(data, path=tmp_path / "m.yaml")
-        assert time.perf_counter() - start < 2
         assert manifest is None and SIZE_LIMIT in problem.message, str(problem)
     # At the limit it is read (and found empty: it is all one comment).
     at_limit = "#" * (MAX_MANIFEST_BYTES - 1) + "\n"
@@ -377,7 +384,7 @@ def test_huge_scalars_under_the_size_limit(
     size = BIG if loader is LOADERS[0] else BIG // 40  # the pure parser reads ~20x slower
     path = tmp_path / "huge.yaml"
     path.write_text(template.format(s="k" * size, d="9" * size), encoding="utf-8")
-    problems = checked(path, loader, within=10)
+    problems = checked(path, loader)
     assert any(message in m for m in messages(problems)), messages(problems)
 
 
@@ -407,7 +414,7 @@ def test_not_utf8_is_one_problem_at_the_bad_byte(
     path = tmp_path / "jobs.yaml"
     path.write_bytes(data)
     for loader in LOADERS:
-        (problem,) = checked(path, loader, within=2)
+        (problem,) = checked(path, loader)
         assert (problem.line, problem.column) == (line, column), str(problem)
         assert problem.message.startswith("not UTF-8 text (byte 0x"), str(problem)
         assert problem.hint == "save the manifest as UTF-8"
@@ -418,11 +425,11 @@ def test_control_characters_are_a_problem_on_one_line(tmp_path: Path, loader: ty
     """NUL and escape bytes are valid UTF-8 but not YAML; escaped ones are quoted escaped."""
     path = tmp_path / "jobs.yaml"
     path.write_text("version: 1\njobs:\n  - {url: 'https://e.com/é\x1b\x00', mode: two}\n")
-    (problem,) = checked(path, loader, within=2)
+    (problem,) = checked(path, loader)
     assert (problem.line, problem.column) == (3, 27)
     assert problem.message == "YAML syntax error: character #x001b is not allowed in YAML"
     path.write_text('version: 1\n"evil\\nkey\\e[0m": 1\njobs:\n  - ' + JOB + "\n")
-    (problem,) = checked(path, loader, within=2)
+    (problem,) = checked(path, loader)
     assert problem.message == "unknown key 'evil\\nkey\\x1b[0m' at the top level"
 
 
@@ -456,7 +463,7 @@ def test_object_tags_are_refused_and_never_run(
     marker = tmp_path / "pwned"
     path = tmp_path / "jobs.yaml"
     path.write_text(text.replace("MARKER", str(marker)), encoding="utf-8")
-    problems = checked(path, loader, within=2)
+    problems = checked(path, loader)
     assert any(message in m for m in messages(problems)), messages(problems)
     assert not marker.exists()
 
@@ -524,9 +531,7 @@ def test_a_million_short_jobs_are_refused_by_count(tmp_path: Path) -> None:
     chunk = "".join(f"- {{file: {i}}}\n" for i in range(10_000))
     write_lines(path, "version: 1\njobs:\n", (chunk for _ in range(100)))
     assert path.stat().st_size <= MAX_MANIFEST_BYTES
-    start = time.perf_counter()
     assert check_capped(path) == [f"{path}:3:1: {JOBS_LIMIT} ({SPLIT})"]
-    assert time.perf_counter() - start < 30 * len(LOADERS)
 
 
 def test_a_million_aliased_jobs_are_refused_by_count(tmp_path: Path) -> None:

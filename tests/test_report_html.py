@@ -332,3 +332,46 @@ def test_report_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> Non
     out = io.StringIO()
     assert main(["report", str(results), "--format", "html"], stdout=out) == 0
     assert out.getvalue() == render_html(load_results(results))
+
+
+def test_odd_documents_give_a_small_page_with_everything_escaped() -> None:
+    """A run whose window is millennia long, charges too big for a float, retries keyed by
+    numbers and words, and names and statuses carrying markup, drawn a row per job: the
+    page stays small, and no markup from the file gets through."""
+    base = "2026-12-04T00:00:{:02d}Z"
+    jobs = [
+        {"name": f"{HOSTILE}{n}", "status": "failed" if n % 2 else "succeeded",
+         "submitted_at": base.format(n), "completed_at": base.format(n + 1),
+         "finished_at": "9999-12-31T23:59:59-12:00" if n == 0 else base.format(n + 2),
+         "cost_cents": 10**400 if n == 1 else 5,
+         "error": {"type": HOSTILE, "http_status": HOSTILE, "message": HOSTILE}}
+        for n in range(10)
+    ]  # fmt: skip
+    jobs.append({"name": "x", "status": HOSTILE, "submitted_at": base.format(3)})
+    retries = {429: 2, "timeout": 1}
+    run = {"started_at": "0001-01-01T00:00:00+01:00", "estimated_cents": 10**400,
+           "requests": {"api": 30, "retries": retries}, "manifest": HOSTILE}  # fmt: skip
+    text = render_html({"run": run, "jobs": jobs})
+    assert len(text) < 60_000
+    assert HOSTILE not in text and "<script" not in text and "<img" not in text
+    assert text.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 20  # rows, titles, table
+
+
+def test_the_checker_sees_what_the_pages_policy_refuses(tmp_path: Path) -> None:
+    """Under the report's own Content-Security-Policy a fetch that markup asked for is still
+    reported as a request (then refused), and the refusal is a console error: the checks
+    above would see either."""
+    if chromium_path() is None:
+        pytest.skip(INSTALL)
+    from batchpod.report._html import CSP
+
+    page = tmp_path / "refused.html"
+    page.write_text(
+        f'<!DOCTYPE html><meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<title>refused</title><img src="http://127.0.0.1:9/x.png"><script>1</script>',
+        encoding="utf-8",
+    )
+    with browser() as chrome:
+        visit = chrome.visit(page)
+    assert "http://127.0.0.1:9/x.png" in visit.requests
+    assert visit.errors, "the policy's refusals are console errors"

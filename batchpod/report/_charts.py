@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
-from typing import Any
+from typing import Any, TypeGuard
 
 from batchpod.budget import usd
 from batchpod.report._phases import PHASES, JobPhases, Window, epoch, finished_by, occupancy
@@ -127,15 +127,13 @@ def spend_svg(jobs: Sequence[Mapping[str, Any]], run: Mapping[str, Any], span: W
     saw its job done at AudioPod (its ``completed_at``; the run's start for a job done
     before it), as a step line, with the estimate and the spending cap as dashed lines."""
     charges = sorted(
-        (_at(job, span), cents)
-        for job in jobs
-        if isinstance(cents := job.get("cost_cents"), int) and not isinstance(cents, bool)
+        (_at(job, span), job["cost_cents"]) for job in jobs if _cents(job.get("cost_cents"))
     )
     estimate, cap = run.get("estimated_cents"), run.get("max_spend_cents")
     marks = {
         label: float(value)
         for label, value in (("estimated", estimate), ("cap", cap))
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0
+        if _cents(value) and value > 0
     }
     spent = sum(cents for _, cents in charges)
     top_cents = _ceiling(max(float(spent), *marks.values(), 1.0))
@@ -173,6 +171,11 @@ def spend_svg(jobs: Sequence[Mapping[str, Any]], run: Mapping[str, Any], span: W
     return "".join(parts)
 
 
+def _cents(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is an amount of cents the chart can draw (an int a float holds)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**15
+
+
 def _at(job: Mapping[str, Any], span: Window) -> float:
     """When job ``job``'s charge is drawn: its completion (or end), in seconds of the run."""
     for key in ("completed_at", "finished_at", "submitted_at"):
@@ -198,7 +201,9 @@ def _scale_down(peak: float, top: float, height: float) -> Callable[[float], flo
 
 
 def _time_axis(span: Window, x: Callable[[float], float], top: float, height: float) -> list[str]:
-    step = next((s for s in _TIME_STEPS if span.length / s <= 8), _TIME_STEPS[-1])
+    # A few gridlines whatever the length: a run of days (or a merged window, or a file with
+    # an odd timestamp) gets round steps of its own, never thousands of ticks.
+    step = next((s for s in _TIME_STEPS if span.length / s <= 8), None) or _nice_step(span.length)
     parts, tick = [], 0.0
     while tick <= span.length + 1e-9:
         px = x(tick)

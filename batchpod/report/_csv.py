@@ -12,8 +12,9 @@ from batchpod.report._values import number, seconds_between
 #: The columns of ``render_csv``, in order.
 CSV_COLUMNS = (
     "name", "status", "mode", "stem", "source", "remote_id", "submitted_at", "completed_at",
-    "finished_at", "seconds", "attempts", "estimated_cents", "cost_cents", "cost_usd",
-    "error_type", "http_status", "error_message", "files", "reason", "duplicate_of",
+    "seconds", "attempts", "estimated_cents", "cost_cents", "cost_usd", "error_type",
+    "http_status", "error_message", "files", "reason", "duplicate_of",
+    "finished_at",  # last: added after the others, so their positions stay as they were
 )  # fmt: skip
 #: What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

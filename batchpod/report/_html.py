@@ -114,7 +114,7 @@ def _header(run: Mapping[str, Any], name: str) -> list[str]:
 
 
 def _cards(run: Mapping[str, Any], jobs: Sequence[Mapping[str, Any]]) -> list[str]:
-    counts = Counter(job.get("status") for job in jobs)
+    counts = Counter(str(job.get("status")) for job in jobs)
     cards = [_card(f"{len(jobs):,}", "jobs")]
     for status in JobStatus:
         if counts[status.value]:
@@ -135,7 +135,10 @@ def _cards(run: Mapping[str, Any], jobs: Sequence[Mapping[str, Any]]) -> list[st
         cards.append(_card(f"{api:,}" if isinstance(api, int) else line(api), detail))
         retries = requests.get("retries") or {}
         if isinstance(retries, Mapping) and retries:
-            shown = ", ".join(f"{line(k)}: {line(v)}" for k, v in sorted(retries.items()))
+            shown = ", ".join(
+                f"{line(k)}: {line(v)}"
+                for k, v in sorted(retries.items(), key=lambda kv: str(kv[0]))
+            )
             cards.append(_card(f"{sum(v for v in retries.values() if isinstance(v, int)):,}",
                                f"retries ({shown})"))  # fmt: skip
     return ['<ul class="cards">', *cards, "</ul>"]
