@@ -25,24 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from batchpod.results import parse_iso
+
 #: The phases, in the order they happen (and are stacked).
 PHASES = ("waiting", "at_audiopod", "downloading")
 
 
 def epoch(value: object) -> float | None:
-    """ISO 8601 text (or a datetime a YAML loader made) as Unix seconds; None if it is not one.
-    A time without a zone is taken as UTC, as batchpod writes every time in UTC."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    """A results file's time as Unix seconds (``results.parse_iso``), or a datetime a YAML
+    loader made of an unquoted one (taken as UTC when it has no zone); None otherwise."""
+    if not isinstance(value, datetime):
+        return parse_iso(value)
+    moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
