@@ -69,7 +69,9 @@ How it differs from the real service:
      "wallets": {key: {"plan", "initial_cents", "balance_cents", "reserved_cents", "spent_cents"}},
                                          # keys of one user show that user's one wallet
      "wallet_events": [{"kind": "reserve"|"charge"|"refund", "api_key", "job_id", "cents", "at"}],
-     "downloads": {"requests", "served", "bytes", "denied", "with_credentials"},
+     "downloads": {"requests", "served", "bytes", "denied", "with_credentials",
+                   "peak_in_flight"},              # most stem transfers at one time
+     "api_peak_per_s": n,                 # most /api/ requests arriving within one second
      "injected": {"429": n, "500": n, "502": n, "503": n, "rate_limited": n, "lost_submit": n},
      "api_keys": {"created": n, "revoked": n},                           # through the API
      "notice_delay": {"jobs": n, "median_s", "p90_s", "mean_s", "max_s"}}

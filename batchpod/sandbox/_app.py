@@ -98,7 +98,10 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     if template.startswith("/_sandbox/"):
         return await handler(request)  # the admin endpoints observe without being observed
     state.requests[f"{request.method} {template}"] += 1
-    state.settle(state.clock())
+    now = state.clock()
+    if template.startswith("/api/"):
+        state.counters.api_arrival(now)
+    state.settle(now)
     try:
         response = await _guarded(state, request, handler, template)
     except ApiError as exc:
@@ -119,7 +122,7 @@ async def _guarded(
 ) -> web.StreamResponse:
     api = template.startswith("/api/")
     if (api or template == "/health") and state.settings.latency_s:
-        await asyncio.sleep(state.settings.latency_s)
+        await state.sleep(state.settings.latency_s)
     if api:
         fault = state.draw_fault()
         if fault is not None:
@@ -438,18 +441,23 @@ async def _download(request: web.Request) -> web.StreamResponse:
         job = state.stored_stem(int(raw_id), filename.removesuffix(".wav"))
     if job is None:
         return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
-    if state.settings.download_latency_s:
-        await asyncio.sleep(state.settings.download_latency_s)  # a slow transfer
-    stem_bytes = state.settings.stem_bytes
-    size = stem_file_size(stem_bytes)
-    response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
-    response.content_length = size
-    await response.prepare(request)
-    if request.method != "HEAD":
-        for chunk in stem_wav_chunks(job_id=job.id, stem=filename[:-4], stem_bytes=stem_bytes):
-            await response.write(chunk)
-        counts["bytes"] += size
-    await response.write_eof()
+    counts["in_flight"] += 1
+    counts["peak_in_flight"] = max(counts["peak_in_flight"], counts["in_flight"])
+    try:
+        if state.settings.download_latency_s:
+            await state.sleep(state.settings.download_latency_s)  # a slow transfer
+        stem_bytes = state.settings.stem_bytes
+        size = stem_file_size(stem_bytes)
+        response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
+        response.content_length = size
+        await response.prepare(request)
+        if request.method != "HEAD":
+            for chunk in stem_wav_chunks(job_id=job.id, stem=filename[:-4], stem_bytes=stem_bytes):
+                await response.write(chunk)
+            counts["bytes"] += size
+        await response.write_eof()
+    finally:
+        counts["in_flight"] -= 1
     counts["served"] += 1
     return response
 

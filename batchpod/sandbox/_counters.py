@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import Counter
+from collections import Counter, deque
 
 # kind ("reserve" / "charge" / "refund"), API key, job id, cents, Unix seconds
 WalletEvent = tuple[str, str, int, int, float]
@@ -19,11 +19,13 @@ class Counters:
     """What the sandbox has counted; `reset()` starts every tally again from nothing."""
 
     __slots__ = (
+        "api_peak_per_s",
         "downloads",
         "events",
         "injected",
         "key_changes",
         "noticed",
+        "recent_api",
         "requests",
         "responses",
         "submissions",
@@ -46,6 +48,22 @@ class Counters:
         # Job id -> seconds from the job's end to the first answer that showed it ended (a
         # status, list or submit body): how long a client could not have known.
         self.noticed: dict[int, float] = {}
+        # The /api/ requests that arrived in the last second, and the most there ever were:
+        # how fast a client really sent, on the sandbox's own clock, whatever its own says.
+        self.recent_api: deque[float] = deque()
+        self.api_peak_per_s = 0
+
+    def api_arrival(self, now: float) -> None:
+        """Count an /api/ request arriving at `now` (Unix seconds) toward the per-second peak.
+
+        The window is (now - 1, now]: requests evenly spaced at R per second never put more
+        than R in it, so a client paced at R shows a peak of R (R + 1 with network jitter).
+        """
+        recent = self.recent_api
+        recent.append(now)
+        while recent[0] <= now - 1.0:
+            recent.popleft()
+        self.api_peak_per_s = max(self.api_peak_per_s, len(recent))
 
     def notice(self, job_id: int, delay_s: float) -> None:
         """Count the first answer showing job `job_id` ended, `delay_s` after it did."""

@@ -19,11 +19,12 @@ batchpod.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _views
@@ -50,6 +51,9 @@ class SandboxState:
         # Unix seconds. Lifecycle, expiry and rate limits all read this one clock, so a test
         # can drive a whole job through its life by advancing a fake clock.
         self.clock: Callable[[], float] = clock or time.time
+        # How `latency_s` and `download_latency_s` wait. Assignable, like `settings`: a test
+        # can record the waits instead of timing them.
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         seed = settings.seed
         knobs = self._current_settings
         self.counters = Counters()
@@ -261,8 +265,16 @@ class SandboxState:
             ],
             "downloads": {
                 name: c.downloads[name]
-                for name in ("requests", "served", "bytes", "denied", "with_credentials")
+                for name in (
+                    "requests",
+                    "served",
+                    "bytes",
+                    "denied",
+                    "with_credentials",
+                    "peak_in_flight",
+                )
             },
+            "api_peak_per_s": c.api_peak_per_s,
             "injected": dict(c.injected),
             "api_keys": {"created": c.key_changes["created"], "revoked": c.key_changes["revoked"]},
             "notice_delay": c.notice_summary(),
