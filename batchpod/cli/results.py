@@ -113,7 +113,8 @@ def _cmd_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    document = report_module.load_results(args.results)
+    # Without the stems' links and scores, which no rendering shows: most of a large file.
+    document = report_module.load_results(args.results, drop=report_module.REPORT_UNUSED)
     if args.format == "csv":
         text = report_module.render_csv(document)
     elif args.format == "html":

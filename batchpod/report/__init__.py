@@ -6,7 +6,9 @@ goes and turns the ``ConfigError`` raised for an unusable file into its message 
 code. Money stays integer cents until it is shown, through ``budget.usd``.
 
 =================  =======================================================================
-``load_results``   a results file (YAML or JSON) read and checked       (``_load``)
+``load_results``   a results file (YAML or JSON) read and checked, in   (``_load``)
+                   pieces; ``drop=REPORT_UNUSED`` leaves out what no
+                   rendering shows (stem links, quality scores)
 ``render_text``    a summary for people, one fact per line              (``_text``)
 ``render_csv``     one row per job, cells that cannot run as formulas   (``_csv``)
 ``render_html``    one self-contained page with inline SVG charts       (``_html``)
@@ -21,7 +23,14 @@ from __future__ import annotations
 
 from batchpod.report._csv import CSV_COLUMNS, render_csv
 from batchpod.report._html import render_html
-from batchpod.report._load import load_results
+from batchpod.report._load import REPORT_UNUSED, load_results
 from batchpod.report._text import render_text
 
-__all__ = ["CSV_COLUMNS", "load_results", "render_csv", "render_html", "render_text"]
+__all__ = [
+    "CSV_COLUMNS",
+    "REPORT_UNUSED",
+    "load_results",
+    "render_csv",
+    "render_html",
+    "render_text",
+]

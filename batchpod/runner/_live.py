@@ -13,13 +13,21 @@ A finished job's links and quality scores go to the run's spool (``shelve``).
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from batchpod.journal import JobRecord, JobState
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.spool import Spool, SpooledMapping
+
+# A run keeps a LiveJob for every job of the manifest, most of them not started or long
+# finished: until a job has files, scores, links or retries of its own, it shares these
+# empty ones (replaced whole, never changed in place) rather than holding ~250 B of empty
+# containers. See `count_retry`.
+_NONE: Mapping[str, float] = MappingProxyType({})
+_NO_LINKS: Mapping[str, str] = MappingProxyType({})
+_NO_RETRIES: Mapping[str, int] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -41,16 +49,18 @@ class LiveJob:
     finished_at: float | None = None  # this run's, set by Crew.finish (not in the state)
     attempts: int = 0
     estimate_cents: int = 0
-    files: list[OutputFile] = field(default_factory=list)
+    files: Sequence[OutputFile] = ()
     # Replaced whole, never changed in place: the job's records and results share them
     # rather than each holding a copy (a run keeps a result for every job).
-    quality_scores: Mapping[str, float] = field(default_factory=dict)
-    download_urls: Mapping[str, str] = field(default_factory=dict)
+    quality_scores: Mapping[str, float] = field(default_factory=lambda: _NONE)
+    download_urls: Mapping[str, str] = field(default_factory=lambda: _NO_LINKS)
     error: ErrorRecord | None = None
     reason: str | None = None
     duplicate_of: str | None = None
     done: bool = False
-    retries: Counter[str] = field(default_factory=Counter)  # by cause, this run
+    retries: Mapping[str, int] = field(
+        default_factory=lambda: _NO_RETRIES
+    )  # by cause, this run (see count_retry)
     in_window: bool = False  # holds a place in the pool's SubmitWindow
     sent_this_run: bool = False  # this run sent (or tried to send) its submit
     deadline: float = math.inf  # anyio clock: its submit plus --job-timeout
@@ -62,8 +72,9 @@ class LiveJob:
 
     def count_retry(self, cause: str) -> None:
         """Count one retry of this job's requests, for ``cause``."""
-        self.retries[cause] += 1
-        self.marks.add(self.index)
+        retries = self.retries if isinstance(self.retries, dict) else {}
+        retries[cause] = retries.get(cause, 0) + 1
+        self.retries = retries  # marks the index
 
     def shelve(self, spool: Spool, *, links: bool) -> None:
         """Move what a finished job carries but no longer works with to ``spool``: its
@@ -72,7 +83,7 @@ class LiveJob:
         if self.quality_scores and not isinstance(self.quality_scores, SpooledMapping):
             self.quality_scores = SpooledMapping(spool, self.quality_scores)
         if not links:
-            self.download_urls = {}
+            self.download_urls = _NO_LINKS
         elif self.download_urls and not isinstance(self.download_urls, SpooledMapping):
             self.download_urls = SpooledMapping(spool, self.download_urls)
 
@@ -140,6 +151,6 @@ class LiveJob:
             error=self.error,
             reason=reason,
             duplicate_of=self.duplicate_of,
-            retries=dict(self.retries),
+            retries=dict(self.retries) if self.retries else {},
             deleted_remote=self.state is JobState.CLEANED,
         )

@@ -170,7 +170,7 @@ def intact(record: JobRecord | None, shelf: Shelf) -> bool:
 
 
 def _still_there(
-    files: list[OutputFile], output: OutputSpec, shelf: Shelf
+    files: Sequence[OutputFile], output: OutputSpec, shelf: Shelf
 ) -> dict[str, OutputFile]:
     """The recorded stems still there as written in the format ``output`` asks for, by stem
     (blocking: may hash, or ask the store)."""

@@ -1,0 +1,232 @@
+"""Reading a results file back in pieces (report/_load.py): the same data as reading it whole,
+whatever the layout, in a fraction of the memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import FAST, run_cli, write_manifest
+
+from batchpod.errors import ConfigError
+from batchpod.report import REPORT_UNUSED, _load, load_results
+from batchpod.results import results_yaml
+from batchpod.sandbox import SandboxThread
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+@pytest.fixture
+def whole_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every file that had to be read whole; pieces are as small as they can be (one entry)."""
+    monkeypatch.setattr(_load, "PIECE_BYTES", 1)
+    reads: list[Path] = []
+    whole = _load._whole
+
+    def counted(path: Path, raw: bytes) -> Any:
+        reads.append(path)
+        return whole(path, raw)
+
+    monkeypatch.setattr(_load, "_whole", counted)
+    return reads
+
+
+def _without(doc: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:
+    jobs = [{k: v for k, v in job.items() if k not in keys} for job in doc["jobs"]]
+    return {**doc, "jobs": jobs}
+
+
+def test_a_real_runs_file_reads_in_pieces_as_it_does_whole(
+    tmp_path: Path, whole_reads: list[Path]
+) -> None:
+    """A run with failed and retried jobs and links in its entries: read an entry at a time,
+    the document is the one PyYAML reads from the whole file, and it is never read whole."""
+    body = "".join(
+        f"  - {{url: 'https://cdn.example.com/{i}.mp3', mode: two}}\n" for i in range(12)
+    )
+    path = write_manifest(tmp_path, body, concurrency=4)
+    settings = dataclasses.replace(FAST, failure_rate=0.3, rate_5xx=0.1, retry_after_s=0, seed=7)
+    with SandboxThread(settings) as sb:
+        run_cli(sb, path, "--no-download")
+    results = path.with_name("jobs.results.yaml")
+    expected = yaml.safe_load(results.read_text(encoding="utf-8"))
+    statuses = {job["status"] for job in expected["jobs"]}
+    assert {"failed", "completed"} <= statuses  # the file has both kinds of entry
+    assert any(job.get("download_urls") for job in expected["jobs"])
+    assert load_results(results) == expected
+    assert load_results(results, drop=REPORT_UNUSED) == _without(expected, REPORT_UNUSED)
+    assert whole_reads == []
+
+
+HEAD = "results_version: 1\nrun:\n  exit_code: 0\n"
+ENTRIES = (
+    "- name: a\n  status: succeeded\n  retries:\n    '429': 2\n"
+    "- name: b\n  status: failed\n  error: {type: RemoteJobFailed, message: 'it: failed'}\n"
+    "- name: c\n  status: skipped\n  meta: {album: x}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "pieces"),
+    [
+        (HEAD + "jobs:\n" + ENTRIES, True),
+        (HEAD + "jobs:\n" + ENTRIES.replace("\n", "\r\n"), True),
+        ("\ufeff" + HEAD + "jobs:\n" + ENTRIES, True),
+        ("---\n" + HEAD + "jobs:\n" + ENTRIES, True),
+        (  # entries indented under 'jobs:', as people write them
+            HEAD + "jobs:\n" + "".join("  " + line + "\n" for line in ENTRIES.splitlines()),
+            True,
+        ),
+        (  # comments and blank lines between entries, and before the first
+            HEAD + "jobs:\n\n# the jobs\n" + ENTRIES.replace("- name: b", "\n# b\n- name: b"),
+            True,
+        ),
+        # A quoted message whose next line starts like an entry: a piece cut there does not
+        # parse, so the file is read whole, which joins the lines as YAML does.
+        (
+            HEAD + 'jobs:\n- name: a\n  status: failed\n  error:\n    message: "one\n'
+            '- two\n  three"\n- name: b\n  status: succeeded\n',
+            False,
+        ),
+        (  # an alias to an anchor in an earlier entry
+            HEAD + "jobs:\n- name: a\n  status: failed\n  meta: &m {album: x}\n"
+            "- name: b\n  status: failed\n  meta: *m\n",
+            False,
+        ),
+        (HEAD + "jobs:\n" + ENTRIES + "extra: 1\n", False),  # a key after the jobs
+        (HEAD + "jobs: [{name: a, status: succeeded}]\n", False),  # flow style
+        (HEAD + "jobs: []\n", False),
+        ("jobs:\n" + ENTRIES + HEAD, False),  # the run after the jobs
+    ],
+    ids=[
+        "written",
+        "crlf",
+        "bom",
+        "document-start",
+        "indented",
+        "comments",
+        "quoted-line-like-an-entry",
+        "alias",
+        "key-after",
+        "flow",
+        "empty",
+        "jobs-first",
+    ],
+)
+def test_every_layout_reads_as_pyyaml_reads_it(
+    tmp_path: Path, whole_reads: list[Path], text: str, pieces: bool
+) -> None:
+    """Whatever the layout, the document is PyYAML's; results.py's layout and its usual
+    variants are read in pieces, anything else whole."""
+    path = tmp_path / "jobs.results.yaml"
+    path.write_bytes(text.encode("utf-8"))
+    assert load_results(path) == yaml.safe_load(text.removeprefix("\ufeff"))
+    assert whole_reads == ([] if pieces else [path])
+
+
+def _yaml_error_at(text: str) -> str:
+    """Where PyYAML, reading ``text`` whole, says it is broken."""
+    with pytest.raises(yaml.YAMLError) as caught:
+        yaml.load(text, Loader=_load._LOADER)
+    mark = getattr(caught.value, "problem_mark", None)
+    assert mark is not None
+    return f"not valid YAML (line {mark.line + 1}, column {mark.column + 1})"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        HEAD + "jobs:\n" + ENTRIES + "- name: d\n  status: [unclosed\n- name: e\n",
+        HEAD + "jobs:\n" + ENTRIES + "---\nresults_version: 1\n",
+        HEAD + "jobs:\n- name: a\n  status: 'unclosed\n" + ENTRIES,
+    ],
+    ids=["broken-entry", "second-document", "unclosed-quote"],
+)
+def test_a_broken_file_is_refused_with_the_whole_readers_position(
+    tmp_path: Path, whole_reads: list[Path], text: str
+) -> None:
+    """A piece that does not parse sends the file to the whole reader: the message gives the
+    line and column that reading the file whole finds, in one line."""
+    path = tmp_path / "jobs.results.yaml"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(ConfigError) as caught:
+        load_results(path)
+    message = str(caught.value)
+    assert message == f"{path} is not a batchpod results file: {_yaml_error_at(text)}"
+    assert whole_reads == [path]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (HEAD + "jobs:\n" + ENTRIES + "- name: d\n  status: done\n", "jobs[3] has no name or"),
+        (HEAD + "jobs:\n- name: a\n  status: failed\n  meta: [x]\n", "jobs[0]'s meta is not"),
+    ],
+    ids=["unknown-status", "meta-not-a-mapping"],
+)
+def test_a_bad_entry_read_in_pieces_is_named_by_its_index(
+    tmp_path: Path, whole_reads: list[Path], text: str, says: str
+) -> None:
+    path = tmp_path / "jobs.results.yaml"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{path} is not a batchpod results file: {says}")
+    ):
+        load_results(path)
+    assert whole_reads == []
+
+
+def _big(jobs: int) -> dict[str, Any]:
+    def entry(n: int) -> dict[str, Any]:
+        links = {
+            stem: f"https://storage.example.com/stems/{n}/{stem}.wav?Expires=1796689591"
+            f"&Signature={n:064x}"
+            for stem in ("vocals", "drums", "bass", "other")
+        }
+        return {
+            "name": f"song-{n:06d}",
+            "source": {"url": f"https://media.example.com/catalogue/{n:07d}.mp3"},
+            "mode": "four",
+            "status": "completed",
+            "remote_id": str(5000 + n),
+            "submitted_at": "2026-12-07T23:26:31Z",
+            "completed_at": "2026-12-07T23:27:31Z",
+            "finished_at": "2026-12-07T23:27:33Z",
+            "attempts": 1,
+            "estimated_cents": 40,
+            "cost_cents": 40,
+            "cost_usd": "$0.40",
+            "quality_scores": dict.fromkeys(links, 0.5),
+            "download_urls": links,
+        }
+
+    return {"results_version": 1, "run": {"exit_code": 0}, "jobs": [entry(n) for n in range(jobs)]}
+
+
+def _peak(read: Any) -> tuple[Any, int]:
+    tracemalloc.start()
+    try:
+        data = read()
+        return data, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_large_file_read_for_the_report_takes_a_fraction_of_the_memory(
+    tmp_path: Path,
+) -> None:
+    """3,000 entries with their links: read for the report in pieces, the peak of Python
+    memory is under a sixth of reading the file whole, and the entries are the same ones."""
+    path = tmp_path / "jobs.results.yaml"
+    path.write_text(results_yaml(_big(3000)), encoding="utf-8")
+    whole, whole_peak = _peak(
+        lambda: yaml.load(path.read_text(encoding="utf-8"), Loader=_load._LOADER)
+    )
+    slim, slim_peak = _peak(lambda: load_results(path, drop=REPORT_UNUSED))
+    assert slim == _without(whole, REPORT_UNUSED)
+    assert slim_peak * 6 < whole_peak, (slim_peak, whole_peak)
