@@ -129,6 +129,82 @@ def test_every_layout_reads_as_pyyaml_reads_it(
     assert whole_reads == ([] if pieces else [path])
 
 
+H = "results_version: 1\nrun:\n  exit_code: 0\n"
+E = "- name: a\n  status: succeeded\n- name: b\n  status: failed\n"
+# Inputs a piece could read differently than the whole file does (found by a review): each
+# must come out as the whole reader has it, data or refusal.
+AWKWARD = {
+    "empty-jobs": H + "jobs:\n",
+    "empty-jobs-no-newline": H + "jobs:",
+    "empty-jobs-comment": H + "jobs:\n# nothing\n",
+    "lone-cr-hides-an-entry": H + "jobs:\n# c\r- name: hidden\r  status: failed\n" + E,
+    "ls-hides-an-entry": H + "jobs:\n# c\u2028- name: hidden\u2028  status: failed\n" + E,
+    "nel-hides-an-entry": H + "jobs:\n# c\u0085- name: hidden\u0085  status: failed\n" + E,
+    "lone-cr-hides-a-key": H + "jobs:\n# c\rextra: 1\n" + E,
+    "control-char-in-a-comment": H + "jobs:\n# \x07bell\n" + E,
+    "end-marker-hidden-in-header": "results_version: 1\nrun: {}\r...\njobs:\n" + E,
+    "end-marker-hidden-in-entry": H + "jobs:\n- name: a\n  status: failed\r...\n" + E,
+    "indented-header": "  results_version: 1\n  run: {}\njobs:\n" + E,
+    "flow-header": "{results_version: 1, run: {}}\njobs:\n" + E,
+    "two-line-flow-header": "{results_version: 1,\n run: {}}\njobs:\n" + E,
+    "two-boms": "\ufeff\ufeff" + H + "jobs:\n" + E,
+    "repeated-anchor": H + "jobs:\n- name: a\n  status: failed\n  meta: &m {x: 1}\n"
+    "- name: b\n  status: failed\n  meta: &m {x: 2}\n",
+    "anchor-in-header-and-entry": "results_version: 1\nrun: &m {}\njobs:\n"
+    "- name: a\n  status: failed\n  meta: &m {x: 2}\n",
+    "bad-date-then-broken": "results_version: 1\nrun: {d: 2026-13-01}\njobs:\n"
+    "- name: a\n  status: [\n",
+    "bad-date-in-entry-then-broken": H + "jobs:\n- name: a\n  status: failed\n"
+    "  at: 2026-02-30\n- name: b\n  status: [unclosed\n",
+    "unhashable-status": H + "jobs:\n- name: a\n  status: [x]\n",
+    "version-true": "results_version: true\nrun: {}\njobs:\n" + E,
+    "version-float": "results_version: 1.0\nrun: {}\njobs:\n" + E,
+    "ampersand-in-text": H + "jobs:\n- name: rock & roll\n  status: failed\n"
+    "  error: {message: 'a &b'}\n",
+}
+
+
+def _outcome(read: Any) -> Any:
+    try:
+        return read()
+    except ConfigError as exc:
+        return f"ConfigError: {exc}"
+    except ValueError as exc:  # what PyYAML's constructors raise for an impossible date
+        return f"ValueError: {exc}"
+
+
+@pytest.mark.parametrize("piece_bytes", [1, _load.PIECE_BYTES], ids=["entry", "default"])
+@pytest.mark.parametrize("name", sorted(AWKWARD))
+def test_what_a_piece_could_misread_comes_out_as_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, piece_bytes: int
+) -> None:
+    monkeypatch.setattr(_load, "PIECE_BYTES", piece_bytes)
+    path = tmp_path / "jobs.results.yaml"
+    raw = AWKWARD[name].encode("utf-8")
+    path.write_bytes(raw)
+
+    def whole() -> Any:
+        data = _load._whole(path, raw)
+        _load._check(path, data)
+        return data
+
+    assert _outcome(lambda: load_results(path)) == _outcome(whole)
+
+
+def test_a_results_version_of_true_is_not_version_1(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.results.yaml"
+    path.write_bytes(AWKWARD["version-true"].encode())
+    with pytest.raises(ConfigError, match="results_version True is not one this batchpod reads"):
+        load_results(path)
+
+
+def test_an_unhashable_status_is_a_clear_refusal(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.results.yaml"
+    path.write_bytes(AWKWARD["unhashable-status"].encode())
+    with pytest.raises(ConfigError, match=re.escape("jobs[0] has no name or no known status")):
+        load_results(path)
+
+
 def _yaml_error_at(text: str) -> str:
     """Where PyYAML, reading ``text`` whole, says it is broken."""
     with pytest.raises(yaml.YAMLError) as caught:

@@ -32,6 +32,10 @@ PIECE_BYTES = 1 << 18
 REPORT_UNUSED = frozenset({"download_urls", "quality_scores"})
 _ENTRY = re.compile(rb"( *)- ")
 _BLANK_OR_COMMENT = re.compile(rb"[ \t]*(#.*)?\r?\n?")
+# What a piece could read differently than the whole file does: a line break other than the
+# line's own (a lone CR, NEL, LS, PS) hides a line from the splitter, and an anchor could be
+# repeated in another piece (PyYAML refuses that) or aliased from one. results.py writes none.
+_AWKWARD = re.compile(rb"\r(?!\n)|\xc2\x85|\xe2\x80[\xa8\xa9]|(?:^|[\s\[{,])&[^\s,\[\]{}]")
 
 
 def load_results(path: Path, *, drop: Collection[str] = ()) -> dict[str, Any]:
@@ -71,18 +75,26 @@ def _slim(entry: Any, drop: Collection[str]) -> Any:
 
 def _in_pieces(stream: IO[bytes], drop: Collection[str]) -> dict[str, Any] | None:
     """The document read a piece at a time, or ``None`` when its layout is not one this can
-    read so (the caller reads it whole)."""
+    read so, or something in it is read differently in pieces (the caller reads it whole)."""
     head: list[bytes] = []
     for line in stream:
         if line.rstrip(b"\r\n") == b"jobs:":
             break
         if line.startswith((b"---", b"...")) and head:
             return None  # a second document, or an end marker: not results.py's layout
+        if _AWKWARD.search(line):
+            return None
         head.append(line)
     else:
         return None  # no block 'jobs:' key at the root ('jobs: []', flow style, no jobs)
-    header = _piece(b"".join(head))
+    text = b"".join(head)
+    # Parsed alone, the header must not already have 'jobs' (a repeated key would win); parsed
+    # with an empty 'jobs' after it, it must still be one mapping (not indented, not flow
+    # style, no end marker hidden in it), as it is in the whole file.
+    header = _piece(text)
     if not isinstance(header, dict) or "jobs" in header:
+        return None
+    if _piece(text + b"jobs: []\n") != {**header, "jobs": []}:
         return None
     jobs: list[Any] = []
     for piece in _entry_pieces(stream):
@@ -92,25 +104,30 @@ def _in_pieces(stream: IO[bytes], drop: Collection[str]) -> dict[str, Any] | Non
         if not isinstance(entries, list):
             return None
         jobs.extend(_slim(entry, drop) for entry in entries)
+    if not jobs:
+        return None  # 'jobs:' with nothing after it is null, not a list: the whole reader says so
     header["jobs"] = jobs
     return header
 
 
 def _entry_pieces(stream: IO[bytes]) -> Iterator[bytes | None]:
     """Runs of whole entries of the 'jobs:' list, about PIECE_BYTES each; ``None`` (and stop)
-    at a line that is not an entry's or inside one: a key after 'jobs', another document."""
+    at a line that is not an entry's or inside one (a key after 'jobs', another document), or
+    that could read differently in a piece than in the whole file (see ``_AWKWARD``)."""
     prefix: bytes | None = None
     piece: list[bytes] = []
     size = 0
     for line in stream:
+        if _AWKWARD.search(line):
+            yield None
+            return
         if prefix is None:
-            if _BLANK_OR_COMMENT.fullmatch(line):
-                continue
-            entry = _ENTRY.match(line)
-            if entry is None:
-                yield None
-                return
-            prefix = line[: entry.end()]
+            if not _BLANK_OR_COMMENT.fullmatch(line):
+                entry = _ENTRY.match(line)
+                if entry is None:
+                    yield None
+                    return
+                prefix = line[: entry.end()]
         elif line.startswith(prefix):
             if size >= PIECE_BYTES:
                 yield b"".join(piece)
@@ -118,18 +135,18 @@ def _entry_pieces(stream: IO[bytes]) -> Iterator[bytes | None]:
         elif not line.startswith(prefix[:-2] + b" ") and not _BLANK_OR_COMMENT.fullmatch(line):
             yield None  # less indented than the entries' contents: not inside an entry
             return
-        piece.append(line)
+        piece.append(line)  # blank and comment lines too: they are read, and checked, as text
         size += len(line)
-    if piece:
+    if piece and prefix is not None:
         yield b"".join(piece)
 
 
 def _piece(data: bytes) -> Any:
-    """One piece of the file, parsed; ``None`` when it does not parse (the whole file is then
-    read, which reports where and why)."""
+    """One piece of the file, parsed; ``None`` when it cannot be (the whole file is then read,
+    which reports where and why, or raises what it raises)."""
     try:
-        return yaml.load(data.decode("utf-8-sig"), Loader=_LOADER)
-    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return yaml.load(data.decode("utf-8"), Loader=_LOADER)
+    except Exception:  # any refusal, a constructor's ValueError too: read it whole
         return None
 
 
@@ -160,9 +177,10 @@ def _check(path: Path, data: object) -> None:
             hint = f"{path.stem}.results.yaml beside it"
             raise _not_results(path, f"it looks like a jobs manifest; its results are in {hint}")
         raise _not_results(path, "it has no results_version")
-    if data["results_version"] != RESULTS_VERSION:
+    version = data["results_version"]
+    if type(version) is not int or version != RESULTS_VERSION:  # not True, not 1.0
         raise ConfigError(
-            f"{path}: results_version {data['results_version']!r} is not one this batchpod "
+            f"{path}: results_version {version!r} is not one this batchpod "
             f"reads ({RESULTS_VERSION}); use the batchpod that wrote it"
         )
     if not isinstance(data.get("run"), dict):
@@ -173,7 +191,8 @@ def _check(path: Path, data: object) -> None:
     statuses = {status.value for status in JobStatus}
     for index, entry in enumerate(jobs):
         ok = isinstance(entry, dict) and isinstance(entry.get("name"), str)
-        if not ok or entry.get("status") not in statuses:
+        status = entry.get("status") if ok else None
+        if not isinstance(status, str) or status not in statuses:
             raise _not_results(path, f"jobs[{index}] has no name or no known status")
         if not isinstance(entry.get("meta", {}), dict):
             raise _not_results(path, f"jobs[{index}]'s meta is not a mapping")
