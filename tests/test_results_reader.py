@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,13 @@ from typing import Any
 import pytest
 import yaml
 from conftest import FAST, run_cli, write_manifest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_results import _ENTRIES
 
 from batchpod.errors import ConfigError
 from batchpod.report import REPORT_UNUSED, _load, load_results
-from batchpod.results import results_yaml
+from batchpod.results import _entry_yaml, results_yaml
 from batchpod.sandbox import SandboxThread
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -164,6 +168,13 @@ AWKWARD = {
 }
 
 
+def _read_whole(path: Path, raw: bytes) -> Any:
+    """The file as the whole reader has it, checked."""
+    data = _load._whole(path, raw)
+    _load._check(path, data)
+    return data
+
+
 def _outcome(read: Any) -> Any:
     try:
         return read()
@@ -183,12 +194,7 @@ def test_what_a_piece_could_misread_comes_out_as_read_whole(
     raw = AWKWARD[name].encode("utf-8")
     path.write_bytes(raw)
 
-    def whole() -> Any:
-        data = _load._whole(path, raw)
-        _load._check(path, data)
-        return data
-
-    assert _outcome(lambda: load_results(path)) == _outcome(whole)
+    assert _outcome(lambda: load_results(path)) == _outcome(lambda: _read_whole(path, raw))
 
 
 def test_a_results_version_of_true_is_not_version_1(tmp_path: Path) -> None:
@@ -306,3 +312,21 @@ def test_a_large_file_read_for_the_report_takes_a_fraction_of_the_memory(
     slim, slim_peak = _peak(lambda: load_results(path, drop=REPORT_UNUSED))
     assert slim == _without(whole, REPORT_UNUSED)
     assert slim_peak * 6 < whole_peak, (slim_peak, whole_peak)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ENTRIES, min_size=1, max_size=6), st.sampled_from([1, 64, 1 << 18]))
+def test_entries_as_results_py_writes_them_read_back_in_pieces_as_whole(
+    entries: list[dict[str, Any]], piece_bytes: int
+) -> None:
+    """Any entries the results writer can write (YAML's words and numbers, line breaks of
+    every kind, quotes, nesting), cut into pieces anywhere between entries, read back as
+    PyYAML reads the whole file: the same data, or the same refusal."""
+    jobs = [{"name": "n", "status": "succeeded", **entry} for entry in entries]
+    text = HEAD + "jobs:\n" + "".join(_entry_yaml(job) for job in jobs)
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_load, "PIECE_BYTES", piece_bytes)
+        path = Path(folder) / "jobs.results.yaml"
+        raw = text.encode("utf-8")
+        path.write_bytes(raw)
+        assert _outcome(lambda: load_results(path)) == _outcome(lambda: _read_whole(path, raw))

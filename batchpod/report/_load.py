@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from batchpod.errors import ConfigError
 from batchpod.models import JobStatus
@@ -145,9 +147,62 @@ def _piece(data: bytes) -> Any:
     """One piece of the file, parsed; ``None`` when it cannot be (the whole file is then read,
     which reports where and why, or raises what it raises)."""
     try:
-        return yaml.load(data.decode("utf-8"), Loader=_LOADER)
+        loader = _LOADER(data.decode("utf-8"))
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            try:
+                return _plain(node)
+            except _Unusual:
+                return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except Exception:  # any refusal, a constructor's ValueError too: read it whole
         return None
+
+
+class _Unusual(Exception):
+    """A node that ``_plain`` leaves to PyYAML's constructor."""
+
+
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+_SCALARS: dict[str, Any] = {
+    "tag:yaml.org,2002:int": SafeConstructor.construct_yaml_int,
+    "tag:yaml.org,2002:float": SafeConstructor.construct_yaml_float,
+    "tag:yaml.org,2002:bool": SafeConstructor.construct_yaml_bool,
+    "tag:yaml.org,2002:null": SafeConstructor.construct_yaml_null,
+}
+_CONSTRUCTOR = SafeConstructor()
+
+
+def _plain(node: Node) -> Any:
+    """What PyYAML's safe constructor makes of ``node``, for what results files hold (maps,
+    lists, text, numbers, booleans, nulls), without its bookkeeping: most of the time of
+    reading a large file went there. Anything else (timestamps, sets, binary, merge keys)
+    raises ``_Unusual``, and the piece is constructed by PyYAML. A piece holds no anchors
+    (``_AWKWARD``), so no node is met twice."""
+    kind = node.__class__
+    if kind is ScalarNode:
+        if node.tag == _STR:
+            return node.value
+        construct = _SCALARS.get(node.tag)
+        if construct is None:
+            raise _Unusual
+        return construct(_CONSTRUCTOR, node)
+    if kind is MappingNode and node.tag == _MAP:
+        out: dict[Any, Any] = {}
+        for key, value in node.value:
+            if key.__class__ is not ScalarNode or key.tag == _MERGE:
+                raise _Unusual
+            out[_plain(key)] = _plain(value)
+        return out
+    if kind is SequenceNode and node.tag == _SEQ:
+        return [_plain(item) for item in node.value]
+    raise _Unusual
 
 
 def _whole(path: Path, raw: bytes) -> Any:
