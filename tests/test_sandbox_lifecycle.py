@@ -230,6 +230,7 @@ async def test_download_serves_a_valid_wav_without_a_key(
         "bytes": 32044,
         "denied": 0,
         "with_credentials": 0,
+        "peak_in_flight": 1,
     }
 
 
