@@ -197,7 +197,22 @@ _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 def results_yaml(document: Mapping[str, Any]) -> str:
     """A whole results document as YAML (as a run writes it)."""
-    return _yaml(dict(document))
+    return "".join(results_yaml_pieces(document))
+
+
+def results_yaml_pieces(document: Mapping[str, Any]) -> Iterator[str]:
+    """A results document as YAML in pieces, laid out as a run writes its file: everything
+    but ``jobs`` first, then each entry as ``_entry_yaml`` renders it. For ``write_atomic``:
+    a merge of many jobs is written without one text of it all, and without PyYAML's Python
+    representer, which would take minutes and gigabytes over 100,000 entries."""
+    head = {key: value for key, value in document.items() if key != "jobs"}
+    jobs = document.get("jobs")
+    if not isinstance(jobs, list | tuple) or not jobs:
+        yield _yaml(dict(document))  # no entries to stream, or not a list of them
+        return
+    yield _yaml(head) + "jobs:\n"
+    for entry in jobs:
+        yield _entry_yaml(entry)
 
 
 def _yaml(data: Any) -> str:

@@ -19,7 +19,7 @@ from test_results import _ENTRIES
 
 from batchpod.errors import ConfigError
 from batchpod.report import REPORT_UNUSED, _load, load_results
-from batchpod.results import _entry_yaml, results_yaml
+from batchpod.results import _entry_yaml, results_yaml, results_yaml_pieces, write_atomic
 from batchpod.sandbox import SandboxThread
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -330,3 +330,21 @@ def test_entries_as_results_py_writes_them_read_back_in_pieces_as_whole(
         raw = text.encode("utf-8")
         path.write_bytes(raw)
         assert _outcome(lambda: load_results(path)) == _outcome(lambda: _read_whole(path, raw))
+
+
+def test_a_merged_document_is_written_in_the_layout_read_in_pieces(
+    tmp_path: Path, whole_reads: list[Path]
+) -> None:
+    """What `merge` writes (results_yaml_pieces, entry by entry) is the data, in the layout a
+    run writes, so reading it back needs no whole read; with no entries it is still the data."""
+    doc = _big(40)
+    path = tmp_path / "merged.results.yaml"
+    pieces = list(results_yaml_pieces(doc))
+    assert len(pieces) == 41  # the head, then one piece per entry
+    write_atomic(path, pieces)
+    assert yaml.safe_load(path.read_text(encoding="utf-8")) == doc
+    assert load_results(path) == doc
+    assert whole_reads == []
+    empty = {**doc, "jobs": []}
+    write_atomic(path, results_yaml_pieces(empty))
+    assert load_results(path) == empty

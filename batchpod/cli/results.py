@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -17,7 +18,7 @@ from batchpod import merge as merge_module
 from batchpod import report as report_module
 from batchpod.errors import ExitCode, ResultsWriteError
 from batchpod.paths import default_results_path
-from batchpod.results import results_yaml, write_atomic
+from batchpod.results import results_yaml_pieces, write_atomic
 
 from ._options import PROG, Commands, count
 
@@ -95,10 +96,11 @@ def _cmd_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     merged = merge_module.merge(args.results, manifest=args.manifest)
     manifest = Path(str(merged.document["run"]["manifest"]))
     path = args.output or default_results_path(args.manifest or manifest, args.format)
+    text: str | Iterable[str]
     if args.format == "json":
         text = json.dumps(merged.document, indent=2, ensure_ascii=False) + "\n"
     else:
-        text = results_yaml(merged.document)
+        text = results_yaml_pieces(merged.document)  # written entry by entry
     try:
         write_atomic(path, text)
     except OSError as exc:
