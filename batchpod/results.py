@@ -210,7 +210,7 @@ def results_yaml_pieces(document: Mapping[str, Any]) -> Iterator[str]:
     if not isinstance(jobs, list | tuple) or not jobs:
         yield _yaml(dict(document))  # no entries to stream, or not a list of them
         return
-    yield _yaml(head) + "jobs:\n"
+    yield (_yaml(head) if head else "") + "jobs:\n"
     for entry in jobs:
         yield _entry_yaml(entry)
 
@@ -281,8 +281,8 @@ def _block(mapping: Mapping[Any, Any], pad: str, out: list[str]) -> bool:
     """Append ``mapping`` in block style at indent ``pad``; False if a value is unknown."""
     for key, value in mapping.items():
         name = _scalar(key) if isinstance(key, str) else None
-        if name is None:
-            return False
+        if name is None or len(name) > 128:  # PyYAML writes a long key as '? key'; libyaml
+            return False  # reads no simple key over 1024 characters
         if isinstance(value, dict) and value:
             out.append(f"{pad}{name}:\n")
             if not _block(value, pad + "  ", out):

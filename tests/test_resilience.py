@@ -266,9 +266,10 @@ def test_max_rps_keeps_a_run_under_the_services_rate_limit(tmp_path: Path) -> No
     assert code == 0, err
     assert stats["responses"].get("429", 0) == 0
     assert api_requests(stats) >= 13  # a submit per job, and more
-    # Counted on the sandbox's clock as the requests arrived: never more than 8 in a second
-    # (9 if loopback jitter bunches two slots), where the control below bursts past 10.
-    assert stats["api_peak_per_s"] <= 9
+    # As the sandbox saw them arrive: never more than its limit of 10 in a second, where the
+    # control below bursts past it. (The pacer's exact slots are shown on a FakeClock in
+    # test_pacer_spaces_requests_evenly; here a stall of either thread could bunch a few.)
+    assert stats["api_peak_per_s"] <= 10
 
 
 def test_without_max_rps_the_same_run_meets_429s_and_still_finishes(tmp_path: Path) -> None:

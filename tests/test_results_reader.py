@@ -348,3 +348,35 @@ def test_a_merged_document_is_written_in_the_layout_read_in_pieces(
     empty = {**doc, "jobs": []}
     write_atomic(path, results_yaml_pieces(empty))
     assert load_results(path) == empty
+
+
+def test_what_libyaml_cannot_read_plain_is_written_so_that_it_can(tmp_path: Path) -> None:
+    """A key over 128 characters (libyaml reads no simple key over 1024) is written by PyYAML
+    as '? key', and a document with nothing but jobs has no empty head: both read back."""
+    long_key = "v" * 1100
+    doc = {**_big(2), "jobs": [{"name": "a", "status": "failed", "meta": {long_key: "x"}}]}
+    path = tmp_path / "jobs.results.yaml"
+    write_atomic(path, results_yaml_pieces(doc))
+    assert load_results(path) == doc
+    only_jobs = {"jobs": [{"name": "a", "status": "failed"}]}
+    assert yaml.safe_load(results_yaml(only_jobs)) == only_jobs
+
+
+def test_json_with_a_lone_surrogate_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A JSON shard whose text escapes a lone surrogate could not be written again as YAML."""
+    path = tmp_path / "shard.results.json"
+    path.write_text(
+        '{"results_version": 1, "run": {}, "jobs": [{"name": "a", "status": "failed", '
+        '"reason": "bad \\ud800 byte"}]}',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="lone surrogate") as caught:
+        load_results(path)
+    assert "\n" not in str(caught.value)
+    pair = tmp_path / "pair.results.json"  # an escaped pair is one character: accepted
+    pair.write_text(
+        '{"results_version": 1, "run": {}, "jobs": [{"name": "\\ud83c\\udfb5", '
+        '"status": "failed"}]}',
+        encoding="utf-8",
+    )
+    assert load_results(pair)["jobs"][0]["name"] == "\U0001f3b5"

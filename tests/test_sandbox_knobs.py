@@ -445,3 +445,19 @@ def test_serve_forever_prints_exports_and_stops_cleanly(sig: signal.Signals):
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "Sandbox stopped." in out
+
+
+def test_arrivals_give_the_rate_and_the_peak_a_client_sent_at() -> None:
+    """api_rate is (N - 1) / span and api_peak_per_s the most in any (t - 1, t]: sixteen
+    requests paced at 8 per second show 8 and 8; twelve at one instant a peak of 12 and no
+    rate (no span to measure it over)."""
+    from batchpod.sandbox._counters import Counters
+
+    paced = Counters()
+    for n in range(16):
+        paced.api_arrival(100 + n / 8)
+    assert paced.api_rate() == pytest.approx(8.0) and paced.api_peak_per_s == 8
+    burst = Counters()
+    for _ in range(12):
+        burst.api_arrival(5.0)
+    assert burst.api_rate() is None and burst.api_peak_per_s == 12

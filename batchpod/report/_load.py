@@ -213,6 +213,7 @@ def _whole(path: Path, raw: bytes) -> Any:
     try:
         if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
             data = json.loads(text)
+            _unicode(path, data)
         else:
             data = yaml.load(text, Loader=_LOADER)  # a safe loader: tags are refused
     except json.JSONDecodeError as exc:
@@ -224,6 +225,15 @@ def _whole(path: Path, raw: bytes) -> Any:
     except RecursionError as exc:
         raise _not_results(path, "it is nested too deeply") from exc
     return data
+
+
+def _unicode(path: Path, data: object) -> None:
+    """Refuse JSON whose text escapes a lone surrogate (``\\ud800``): it is not Unicode, so
+    it could not be written again as YAML (a merge) or read back from it."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _not_results(path, "it holds a lone surrogate escape, which is not text") from exc
 
 
 def _check(path: Path, data: object) -> None:

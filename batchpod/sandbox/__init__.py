@@ -72,6 +72,7 @@ How it differs from the real service:
      "downloads": {"requests", "served", "bytes", "denied", "with_credentials",
                    "peak_in_flight"},              # most stem transfers at one time
      "api_peak_per_s": n,                 # most /api/ requests arriving within one second
+     "api_rate": r,                       # (N - 1) / (last arrival - first), per second
      "injected": {"429": n, "500": n, "502": n, "503": n, "rate_limited": n, "lost_submit": n},
      "api_keys": {"created": n, "revoked": n},                           # through the API
      "notice_delay": {"jobs": n, "median_s", "p90_s", "mean_s", "max_s"}}

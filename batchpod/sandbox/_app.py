@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
@@ -98,10 +99,9 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     if template.startswith("/_sandbox/"):
         return await handler(request)  # the admin endpoints observe without being observed
     state.requests[f"{request.method} {template}"] += 1
-    now = state.clock()
     if template.startswith("/api/"):
-        state.counters.api_arrival(now)
-    state.settle(now)
+        state.counters.api_arrival(time.monotonic())
+    state.settle(state.clock())
     try:
         response = await _guarded(state, request, handler, template)
     except ApiError as exc:

@@ -19,6 +19,9 @@ class Counters:
     """What the sandbox has counted; `reset()` starts every tally again from nothing."""
 
     __slots__ = (
+        "api_arrivals",
+        "api_first_at",
+        "api_last_at",
         "api_peak_per_s",
         "downloads",
         "events",
@@ -48,22 +51,38 @@ class Counters:
         # Job id -> seconds from the job's end to the first answer that showed it ended (a
         # status, list or submit body): how long a client could not have known.
         self.noticed: dict[int, float] = {}
-        # The /api/ requests that arrived in the last second, and the most there ever were:
-        # how fast a client really sent, on the sandbox's own clock, whatever its own says.
+        # How fast a client really sent /api/ requests, on a monotonic clock of the sandbox's
+        # own (not `clock`, which a test may hold still or move back): the arrivals of the
+        # last second and the most there ever were, and the first and last arrival.
         self.recent_api: deque[float] = deque()
         self.api_peak_per_s = 0
+        self.api_arrivals = 0
+        self.api_first_at: float | None = None
+        self.api_last_at: float | None = None
 
     def api_arrival(self, now: float) -> None:
-        """Count an /api/ request arriving at `now` (Unix seconds) toward the per-second peak.
+        """Count an /api/ request arriving at `now` (monotonic seconds).
 
-        The window is (now - 1, now]: requests evenly spaced at R per second never put more
-        than R in it, so a client paced at R shows a peak of R (R + 1 with network jitter).
+        The peak's window is (now - 1, now]: requests evenly spaced at R per second never put
+        more than R in it; a stall of either side can bunch a few and raise it. `api_rate`
+        is the mean from the first arrival to the last, (N - 1) / span.
         """
         recent = self.recent_api
         recent.append(now)
         while recent[0] <= now - 1.0:
             recent.popleft()
         self.api_peak_per_s = max(self.api_peak_per_s, len(recent))
+        self.api_arrivals += 1
+        if self.api_first_at is None:
+            self.api_first_at = now
+        self.api_last_at = now
+
+    def api_rate(self) -> float | None:
+        """Requests per second from the first /api/ arrival to the last ((N - 1) / span)."""
+        first, last = self.api_first_at, self.api_last_at
+        if first is None or last is None or last <= first:
+            return None
+        return round((self.api_arrivals - 1) / (last - first), 4)
 
     def notice(self, job_id: int, delay_s: float) -> None:
         """Count the first answer showing job `job_id` ended, `delay_s` after it did."""

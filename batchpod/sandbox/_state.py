@@ -275,6 +275,7 @@ class SandboxState:
                 )
             },
             "api_peak_per_s": c.api_peak_per_s,
+            "api_rate": c.api_rate(),
             "injected": dict(c.injected),
             "api_keys": {"created": c.key_changes["created"], "revoked": c.key_changes["revoked"]},
             "notice_delay": c.notice_summary(),
