@@ -37,6 +37,8 @@ _BLANK_OR_COMMENT = re.compile(rb"[ \t]*(#.*)?\r?\n?")
 # What a piece could read differently than the whole file does: a line break other than the
 # line's own (a lone CR, NEL, LS, PS) hides a line from the splitter, and an anchor could be
 # repeated in another piece (PyYAML refuses that) or aliased from one. results.py writes none.
+# A JSON escape of a UTF-16 surrogate (half of a pair, or alone).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _AWKWARD = re.compile(rb"\r(?!\n)|\xc2\x85|\xe2\x80[\xa8\xa9]|(?:^|[\s\[{,])&[^\s,\[\]{}]")
 
 
@@ -213,7 +215,7 @@ def _whole(path: Path, raw: bytes) -> Any:
     try:
         if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
             data = json.loads(text)
-            _unicode(path, data)
+            _unicode(path, text, data)
         else:
             data = yaml.load(text, Loader=_LOADER)  # a safe loader: tags are refused
     except json.JSONDecodeError as exc:
@@ -227,9 +229,12 @@ def _whole(path: Path, raw: bytes) -> Any:
     return data
 
 
-def _unicode(path: Path, data: object) -> None:
+def _unicode(path: Path, text: str, data: object) -> None:
     """Refuse JSON whose text escapes a lone surrogate (``\\ud800``): it is not Unicode, so
-    it could not be written again as YAML (a merge) or read back from it."""
+    it could not be written again as YAML (a merge) or read back from it. Only text that
+    escapes a surrogate at all (a pair is one character, an emoji) is encoded to find out."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return
     try:
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -16,18 +16,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from batchpod.journal import JobRecord, JobState
 from batchpod.models import ErrorRecord, Job, JobResult, JobStatus, OutputFile
 from batchpod.spool import Spool, SpooledMapping
 
 # A run keeps a LiveJob for every job of the manifest, most of them not started or long
-# finished: until a job has files, scores, links or retries of its own, it shares these
-# empty ones (replaced whole, never changed in place) rather than holding ~250 B of empty
-# containers. See `count_retry`.
-_NONE: Mapping[str, float] = MappingProxyType({})
-_NO_LINKS: Mapping[str, str] = MappingProxyType({})
-_NO_RETRIES: Mapping[str, int] = MappingProxyType({})
+# finished: until a job has files, scores, links or retries of its own, it shares this empty
+# mapping (and the empty tuple), replaced whole and never changed in place, rather than
+# holding ~250 B of empty containers. See `count_retry`.
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -52,15 +51,14 @@ class LiveJob:
     files: Sequence[OutputFile] = ()
     # Replaced whole, never changed in place: the job's records and results share them
     # rather than each holding a copy (a run keeps a result for every job).
-    quality_scores: Mapping[str, float] = field(default_factory=lambda: _NONE)
-    download_urls: Mapping[str, str] = field(default_factory=lambda: _NO_LINKS)
+    quality_scores: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    download_urls: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     error: ErrorRecord | None = None
     reason: str | None = None
     duplicate_of: str | None = None
     done: bool = False
-    retries: Mapping[str, int] = field(
-        default_factory=lambda: _NO_RETRIES
-    )  # by cause, this run (see count_retry)
+    # By cause, this run: the shared empty mapping until the first retry (see count_retry).
+    retries: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     in_window: bool = False  # holds a place in the pool's SubmitWindow
     sent_this_run: bool = False  # this run sent (or tried to send) its submit
     deadline: float = math.inf  # anyio clock: its submit plus --job-timeout
@@ -83,7 +81,7 @@ class LiveJob:
         if self.quality_scores and not isinstance(self.quality_scores, SpooledMapping):
             self.quality_scores = SpooledMapping(spool, self.quality_scores)
         if not links:
-            self.download_urls = _NO_LINKS
+            self.download_urls = _EMPTY
         elif self.download_urls and not isinstance(self.download_urls, SpooledMapping):
             self.download_urls = SpooledMapping(spool, self.download_urls)
 
@@ -151,6 +149,6 @@ class LiveJob:
             error=self.error,
             reason=reason,
             duplicate_of=self.duplicate_of,
-            retries=dict(self.retries) if self.retries else {},
+            retries=dict(self.retries),
             deleted_remote=self.state is JobState.CLEANED,
         )
